@@ -1,0 +1,1 @@
+"""Use cases. No aiohttp or asyncpg types in their signatures."""

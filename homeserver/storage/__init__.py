@@ -1,0 +1,1 @@
+"""Storage: asyncpg only. SQL lives here, one module per table group."""
