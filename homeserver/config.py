@@ -67,7 +67,7 @@ PublicKey = Annotated[StrictStr, AfterValidator(values.ed25519_public_key)]
 def _checked_server_name(value: str) -> str:
     problem = values.server_name_problem(value)
     if problem is not None:
-        raise ValueError(f"invalid server name {value!r}: {problem}")
+        raise ValueError(problem)
     return value
 
 

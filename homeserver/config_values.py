@@ -6,12 +6,13 @@ with a message fit to show an operator next to the key path.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
+
+from federation.ids import parse_server_name
+from federation.signing import decode_verify_key
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -19,9 +20,10 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 
-# Appendices, "Server Name": dns-char = DIGIT / ALPHA / "-" / "."
+# Appendices, "Server Name": DNS names "should consist of a series of labels separated by `.`,
+# where each label consists of the alphanumeric characters or hyphens".
 _DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_IPV4_LIKE_RE = re.compile(r"^[0-9.]+$")
+_IPV4_RE = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$")
 # Appendices, "Signing Key": the key version is made of [a-zA-Z0-9_].
 _KEY_ID_RE = re.compile(r"^ed25519:[A-Za-z0-9_]+$")
 
@@ -59,68 +61,25 @@ def parse_duration(value: object) -> object:
 
 
 def server_name_problem(server_name: str) -> str | None:
-    """Why `server_name` is not a valid server name, or None if it is.
+    """Why `server_name` cannot be this server's name, or None if it can.
 
-    Appendices, "Server Name": ``server_name = hostname [ ":" port ]`` where hostname is an IPv4
-    literal, a bracketed IPv6 literal or a DNS name. Stricter than the grammar where the prose
-    says so: IPv4 octets are 0–255, IPv6 follows RFC 3513, DNS labels are alphanumerics and
-    hyphens.
+    The grammar is the spec's (Appendices, "Server Name", via `federation.ids`). Our own name
+    must also follow what the prose asks of DNS names (labels of alphanumerics and hyphens) and
+    carry a usable port (1–65535), since other servers will connect to it.
     """
-    if not server_name:
-        return "must not be empty"
-    if server_name != server_name.strip():
-        return "must not contain whitespace"
-    host, port = _split_host_port(server_name)
-    if port is not None:
-        if not port.isascii() or not port.isdigit() or len(port) > 5:
-            return f"invalid port {port!r}: expected 1 to 5 digits"
-        if not 1 <= int(port) <= 65535:
-            return f"invalid port {port}: expected 1 to 65535"
-    if host.startswith("["):
-        return _ipv6_literal_problem(host)
-    if _IPV4_LIKE_RE.match(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return f"invalid IPv4 address {host!r}"
-        return None
-    return _dns_name_problem(host)
-
-
-def _split_host_port(server_name: str) -> tuple[str, str | None]:
-    if server_name.startswith("["):
-        end = server_name.find("]")
-        rest = server_name[end + 1 :] if end != -1 else ""
-        if end != -1 and rest.startswith(":"):
-            return server_name[: end + 1], rest[1:]
-        return server_name, None
-    host, sep, port = server_name.rpartition(":")
-    if not sep:
-        return server_name, None
-    return host, port
-
-
-def _ipv6_literal_problem(host: str) -> str | None:
-    if not host.endswith("]"):
-        return "an IPv6 address must be written as [address] optionally followed by :port"
     try:
-        ipaddress.IPv6Address(host[1:-1])
-    except ValueError:
-        return f"invalid IPv6 address {host[1:-1]!r}"
-    return None
-
-
-def _dns_name_problem(host: str) -> str | None:
-    if not host:
-        return "the host name is empty"
-    if len(host) > 255:
-        return "the host name is longer than 255 characters"
-    for label in host.split("."):
-        if not _DNS_LABEL_RE.match(label):
-            return (
-                "each dot-separated label of the host name must be 1–63 letters, digits or "
-                "hyphens, not starting or ending with a hyphen"
-            )
+        host, port = parse_server_name(server_name)
+    except ValueError as exc:
+        return str(exc)
+    if port is not None and not 1 <= port <= 65535:
+        return f"invalid server name {server_name!r}: the port must be 1 to 65535"
+    if host.startswith("[") or _IPV4_RE.match(host):
+        return None
+    if not all(_DNS_LABEL_RE.match(label) for label in host.split(".")):
+        return (
+            f"invalid server name {server_name!r}: each dot-separated label of the host name "
+            "must be 1–63 letters, digits or hyphens, not starting or ending with a hyphen"
+        )
     return None
 
 
@@ -147,11 +106,9 @@ def ed25519_key_id(value: str) -> str:
 def ed25519_public_key(value: str) -> str:
     """Unpadded base64 of a 32-byte ed25519 public key (padded input is accepted)."""
     try:
-        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("invalid public key: expected unpadded base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"invalid public key: an ed25519 key is 32 bytes, this is {len(raw)}")
+        decode_verify_key(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid ed25519 public key: {exc}") from None
     return value.rstrip("=")
 
 
