@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from federation.auth_rules import auth_types_for_event
+from federation.auth_rules import auth_types_for_event, check_auth_rules
 from federation.pdu import Event
 from federation.room_versions import RoomVersion
 
@@ -149,6 +149,7 @@ class Room:
     ) -> Event:
         """Build (but do not add) the next event; `auth_events`/`prev_events` override."""
         self._count += 1
+        kwargs.setdefault("room_id", self.room_id)
         content = dict(content or {})
         if auth_events is None:
             keys = auth_types_for_event(self.room_version, type, sender, state_key, content)
@@ -162,21 +163,35 @@ class Room:
             content=content,
             auth_events=auth_events,
             prev_events=[self.last.event_id] if prev_events is None else prev_events,
-            room_id=self.room_id,
             depth=self.last.depth + 1,
             origin_server_ts=self.last.origin_server_ts + 1,
             **kwargs,
         )
 
-    def add(self, *args: Any, **kwargs: Any) -> Event:
-        """Build the next event and apply it to the state (no auth check)."""
+    def add(self, *args: Any, checked: bool = False, **kwargs: Any) -> Event:
+        """Build the next event and apply it to the state; `checked` runs the auth rules
+        against the current state first (raising `AuthError`)."""
         event = self.build(*args, **kwargs)
+        if checked:
+            check_auth_rules(event, self.state)
         self._add(event)
         return event
 
-    def member(self, user: str, membership: str, sender: str | None = None, **extra: Any) -> Event:
+    def member(
+        self,
+        user: str,
+        membership: str,
+        sender: str | None = None,
+        *,
+        checked: bool = False,
+        **extra: Any,
+    ) -> Event:
         return self.add(
-            "m.room.member", sender or user, {"membership": membership, **extra}, state_key=user
+            "m.room.member",
+            sender or user,
+            {"membership": membership, **extra},
+            state_key=user,
+            checked=checked,
         )
 
     def member_event(
@@ -190,3 +205,36 @@ class Room:
     def auth_state(self) -> dict[tuple[str, str], Event]:
         """A copy of the current state, usable as `auth_state` for `check_auth_rules`."""
         return dict(self.state)
+
+
+def standard_room(
+    room_version: RoomVersion,
+    *,
+    join_rule: str = "public",
+    users: Mapping[str, int] | None = None,
+    levels: Mapping[str, Any] | None = None,
+    members: Mapping[str, str] | None = None,
+    creator: str = "@creator:test",
+    create_content: Mapping[str, Any] | None = None,
+) -> Room:
+    """A room built with auth-checked events: the creator joins, sets power levels (the
+    creator at 100 before v12, where creators may not be listed) and the join rule, then each
+    user of `members` gets its membership (`join`, `invite`, `leave`, `ban` or `knock`)."""
+    room = Room(room_version, creator, create_content=create_content)
+    room.member(creator, "join", checked=True)
+    power_users = {} if room_version.privileged_room_creators else {creator: 100}
+    power_users.update(users or {})
+    power_content = {"users": power_users, **(levels or {})}
+    room.add("m.room.power_levels", creator, power_content, state_key="", checked=True)
+    room.add("m.room.join_rules", creator, {"join_rule": join_rule}, state_key="", checked=True)
+    for user, membership in (members or {}).items():
+        if membership == "knock":
+            room.member(user, "knock", checked=True)
+            continue
+        if membership in ("ban", "invite") or join_rule != "public":
+            room.member(user, "ban" if membership == "ban" else "invite", creator, checked=True)
+        if membership in ("join", "leave"):
+            room.member(user, "join", checked=True)
+        if membership == "leave":
+            room.member(user, "leave", checked=True)
+    return room
