@@ -316,7 +316,7 @@ def load_config(path: Path) -> Config:
     data, problems = load_yaml_mapping(text)
     if data is None:
         raise ConfigError(problems)
-    base_dir = path.parent.absolute()
+    base_dir = path.parent.resolve()
     try:
         config = parse_config(data, base_dir)
     except ConfigError as exc:
