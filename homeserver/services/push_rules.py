@@ -84,6 +84,17 @@ class PushRuleSet:
     room: tuple[PushRule, ...] = ()
     sender: tuple[PushRule, ...] = ()
     underride: tuple[PushRule, ...] = ()
+    # Memo of `compile_rules(self)`; the rule set is immutable, so it never goes stale.
+    _compiled: tuple[CompiledRule, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def compiled(self) -> tuple[CompiledRule, ...]:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = compile_rules(self)
+            object.__setattr__(self, "_compiled", compiled)
+        return compiled
 
     def rules_of(self, kind: RuleKind) -> tuple[PushRule, ...]:
         rules: tuple[PushRule, ...] = getattr(self, kind)
@@ -156,48 +167,81 @@ def evaluate(
     """
     if event.get("sender") == ctx.user_id:
         return None
-    for kind, rule in rule_set.in_priority_order():
-        if rule.enabled and rule_matches(kind, rule, event, ctx):
-            return list(strip_historical_actions(rule.actions))
+    for rule in rule_set.compiled():
+        for check in rule.checks:
+            if not check(event, ctx):
+                break
+        else:  # every condition held (a rule without conditions always matches)
+            return list(rule.actions)
     return None
 
 
-def rule_matches(
-    kind: RuleKind, rule: PushRule, event: Mapping[str, Any], ctx: PushContext
-) -> bool:
-    """Whether `rule` (ignoring `enabled`) holds for `event`."""
+# A compiled condition: patterns, paths and comparisons are prepared once per rule set, since
+# the same rules run for every event the user can see.
+Check = Callable[[Mapping[str, Any], PushContext], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    actions: tuple[Action, ...]  # historical actions already stripped
+    checks: tuple[Check, ...]
+
+
+def compile_rules(rule_set: PushRuleSet) -> tuple[CompiledRule, ...]:
+    """The enabled rules in priority order, with their conditions compiled."""
+    return tuple(
+        CompiledRule(strip_historical_actions(rule.actions), _rule_checks(kind, rule))
+        for kind, rule in rule_set.in_priority_order()
+        if rule.enabled
+    )
+
+
+def _rule_checks(kind: RuleKind, rule: PushRule) -> tuple[Check, ...]:
     if kind == "content":
-        # C-S "Push Rules": content rules match `pattern` against `content.body` at word
-        # boundaries.
-        return rule.pattern is not None and _body_matches(event, rule.pattern)
-    if kind == "room":
-        return event.get("room_id") == rule.rule_id
-    if kind == "sender":
-        return event.get("sender") == rule.rule_id
-    return all(condition_matches(c, event, ctx) for c in rule.conditions or ())
+        # C-S "Push Rules": `pattern` against `content.body`, at word boundaries.
+        if rule.pattern is None:
+            return (_never,)
+        return (_event_match({"key": "content.body", "pattern": rule.pattern}),)
+    if kind == "room":  # the rule ID is the room ID
+        return (_property_equals("room_id", rule.rule_id),)
+    if kind == "sender":  # the rule ID is the sender's user ID
+        return (_property_equals("sender", rule.rule_id),)
+    return tuple(compile_condition(condition) for condition in rule.conditions or ())
+
+
+def compile_condition(condition: Condition) -> Check:
+    """C-S "Conditions". Unrecognised or malformed conditions MUST NOT match."""
+    kind = condition.get("kind")
+    compiler = _CONDITIONS.get(kind) if isinstance(kind, str) else None
+    return _never if compiler is None else compiler(condition)
 
 
 def condition_matches(condition: Condition, event: Mapping[str, Any], ctx: PushContext) -> bool:
-    """C-S "Conditions". Unrecognised or malformed conditions MUST NOT match."""
-    kind = condition.get("kind")
-    check = _CONDITIONS.get(kind) if isinstance(kind, str) else None
-    return check is not None and check(condition, event, ctx)
+    return compile_condition(condition)(event, ctx)
 
 
-def _event_match(condition: Condition, event: Mapping[str, Any], ctx: PushContext) -> bool:
+def _never(event: Mapping[str, Any], ctx: PushContext) -> bool:
+    return False
+
+
+def _property_equals(name: str, expected: str) -> Check:
+    return lambda event, ctx: event.get(name) == expected
+
+
+def _event_match(condition: Condition) -> Check:
     key, pattern = condition.get("key"), condition.get("pattern")
     if not isinstance(key, str) or not isinstance(pattern, str):
-        return False
-    value = lookup_path(event, split_dot_path(key))
-    if not isinstance(value, str):
-        return False  # absent or not a string: no match, even for `*`
+        return _never
+    path = split_dot_path(key)
     # `content.body` is matched at word boundaries, every other key on its whole value.
-    return compile_glob(pattern, word_boundary=key == "content.body").matches(value)
+    glob = compile_glob(pattern, word_boundary=key == "content.body")
 
+    def check(event: Mapping[str, Any], ctx: PushContext) -> bool:
+        value = lookup_path(event, path)
+        # Absent or not a string: no match, even for `*`.
+        return isinstance(value, str) and glob.matches(value)
 
-def _body_matches(event: Mapping[str, Any], pattern: str) -> bool:
-    body = lookup_path(event, ("content", "body"))
-    return isinstance(body, str) and compile_glob(pattern, word_boundary=True).matches(body)
+    return check
 
 
 def _is_plain_value(value: Any) -> bool:
@@ -209,41 +253,42 @@ def _is_plain_value(value: Any) -> bool:
 
 def _same_value(a: Any, b: Any) -> bool:
     # Exact match without casts: `True` is not `1`, `"true"` is not `True`.
-    return type(a) is type(b) and a == b and _is_plain_value(a)
+    return type(a) is type(b) and a == b
 
 
-def _event_property_is(condition: Condition, event: Mapping[str, Any], ctx: PushContext) -> bool:
-    key = condition.get("key")
-    if not isinstance(key, str) or "value" not in condition:
-        return False
-    value = lookup_path(event, split_dot_path(key))
-    return value is not MISSING and _same_value(value, condition["value"])
+def _event_property_is(condition: Condition) -> Check:
+    key, wanted = condition.get("key"), condition.get("value", MISSING)
+    if not isinstance(key, str) or not _is_plain_value(wanted):
+        return _never
+    path = split_dot_path(key)
+    return lambda event, ctx: _same_value(lookup_path(event, path), wanted)
 
 
-def _event_property_contains(
-    condition: Condition, event: Mapping[str, Any], ctx: PushContext
-) -> bool:
-    key = condition.get("key")
-    if not isinstance(key, str) or "value" not in condition:
-        return False
-    value = lookup_path(event, split_dot_path(key))
-    if not isinstance(value, list | tuple):
-        return False
-    wanted = condition["value"]
-    return any(_same_value(item, wanted) for item in value)
+def _event_property_contains(condition: Condition) -> Check:
+    key, wanted = condition.get("key"), condition.get("value", MISSING)
+    if not isinstance(key, str) or not _is_plain_value(wanted):
+        return _never
+    path = split_dot_path(key)
+
+    def check(event: Mapping[str, Any], ctx: PushContext) -> bool:
+        value = lookup_path(event, path)
+        return isinstance(value, list | tuple) and any(_same_value(v, wanted) for v in value)
+
+    return check
 
 
-def _contains_display_name(
-    condition: Condition, event: Mapping[str, Any], ctx: PushContext
-) -> bool:
+def _contains_display_name(condition: Condition) -> Check:
     # Deprecated since v1.17 but still defined: the owner's display name in `content.body`,
     # at word boundaries, taken literally (a name like "a*" is not a glob).
-    if not ctx.display_name:
-        return False
-    body = lookup_path(event, ("content", "body"))
-    if not isinstance(body, str):
-        return False
-    return compile_glob(ctx.display_name, word_boundary=True, literal=True).matches(body)
+    def check(event: Mapping[str, Any], ctx: PushContext) -> bool:
+        if not ctx.display_name:
+            return False
+        body = lookup_path(event, ("content", "body"))
+        if not isinstance(body, str):
+            return False
+        return compile_glob(ctx.display_name, word_boundary=True, literal=True).matches(body)
+
+    return check
 
 
 _MEMBER_COUNT = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
@@ -264,13 +309,13 @@ def parse_member_count(is_value: str) -> tuple[str, int] | None:
     return found.group(1) or "==", int(found.group(2))
 
 
-def _room_member_count(condition: Condition, event: Mapping[str, Any], ctx: PushContext) -> bool:
+def _room_member_count(condition: Condition) -> Check:
     is_value = condition.get("is")
     parsed = parse_member_count(is_value) if isinstance(is_value, str) else None
     if parsed is None:
-        return False
-    operator, number = parsed
-    return _COMPARE[operator](ctx.room_member_count, number)
+        return _never
+    compare, number = _COMPARE[parsed[0]], parsed[1]
+    return lambda event, ctx: compare(ctx.room_member_count, number)
 
 
 # m.room.power_levels: `notifications.room` defaults to 50.
@@ -298,16 +343,16 @@ def notification_power_level(power_levels: Mapping[str, Any], key: str) -> int:
     return DEFAULT_NOTIFICATION_LEVEL
 
 
-def _sender_notification_permission(
-    condition: Condition, event: Mapping[str, Any], ctx: PushContext
-) -> bool:
+def _sender_notification_permission(condition: Condition) -> Check:
     key = condition.get("key")
     if not isinstance(key, str):
-        return False
-    return ctx.sender_power_level >= notification_power_level(ctx.power_levels, key)
+        return _never
+    return lambda event, ctx: (
+        ctx.sender_power_level >= notification_power_level(ctx.power_levels, key)
+    )
 
 
-_CONDITIONS: Final[dict[str, Callable[[Condition, Mapping[str, Any], PushContext], bool]]] = {
+_CONDITIONS: Final[dict[str, Callable[[Condition], Check]]] = {
     "event_match": _event_match,
     "event_property_is": _event_property_is,
     "event_property_contains": _event_property_contains,

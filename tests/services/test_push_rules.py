@@ -607,3 +607,10 @@ def test_enabled_and_actions_bodies() -> None:
 def test_rules_round_trip_through_json() -> None:
     for _, rule in rules_for_alice().in_priority_order():
         assert PushRule.from_json(rule.to_json()) == rule
+
+
+def test_rule_set_is_compiled_once_and_equality_ignores_the_memo() -> None:
+    rules = rules_for_alice()
+    assert rules.compiled() is rules.compiled()
+    assert len(rules.compiled()) == len(SPEC_OVERRIDE_IDS) + len(SPEC_UNDERRIDE_IDS) - 1  # master
+    assert rules == rules_for_alice()
