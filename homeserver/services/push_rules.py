@@ -172,7 +172,7 @@ def evaluate(
             if not check(event, ctx):
                 break
         else:  # every condition held (a rule without conditions always matches)
-            return list(rule.actions)
+            return [_action_json(action) for action in rule.actions]  # fresh, JSON-ready
     return None
 
 
@@ -244,7 +244,7 @@ def _event_match(condition: Condition) -> Check:
     return check
 
 
-def _is_plain_value(value: Any) -> bool:
+def is_plain_value(value: Any) -> bool:
     """A non-compound canonical JSON value: string, bool, null, or a safe-range integer."""
     if value is None or isinstance(value, str | bool):
         return True
@@ -258,7 +258,7 @@ def _same_value(a: Any, b: Any) -> bool:
 
 def _event_property_is(condition: Condition) -> Check:
     key, wanted = condition.get("key"), condition.get("value", MISSING)
-    if not isinstance(key, str) or not _is_plain_value(wanted):
+    if not isinstance(key, str) or not is_plain_value(wanted):
         return _never
     path = split_dot_path(key)
     return lambda event, ctx: _same_value(lookup_path(event, path), wanted)
@@ -266,7 +266,7 @@ def _event_property_is(condition: Condition) -> Check:
 
 def _event_property_contains(condition: Condition) -> Check:
     key, wanted = condition.get("key"), condition.get("value", MISSING)
-    if not isinstance(key, str) or not _is_plain_value(wanted):
+    if not isinstance(key, str) or not is_plain_value(wanted):
         return _never
     path = split_dot_path(key)
 

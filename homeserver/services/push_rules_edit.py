@@ -20,13 +20,13 @@ from homeserver.services.push_rules import (
     PushRule,
     PushRuleSet,
     RuleKind,
+    is_plain_value,
     parse_member_count,
     strip_historical_actions,
 )
 
 MASTER_RULE_ID: Final = ".m.rule.master"
 _KNOWN_ACTIONS: Final = frozenset({"notify", "dont_notify", "coalesce"})
-_MAX_SAFE_INT: Final = 2**53 - 1
 
 
 class PushRuleError(Exception):
@@ -157,13 +157,7 @@ def _check_condition_params(condition: Mapping[str, Any], place: str) -> None:
     elif kind in ("event_property_is", "event_property_contains"):
         if "value" not in condition:
             raise PushRuleError("M_BAD_JSON", f"{place}.value: missing")
-        value = condition["value"]
-        plain = (
-            value is None
-            or isinstance(value, str | bool)
-            or (isinstance(value, int) and -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
-        )
-        if not plain:
+        if not is_plain_value(condition["value"]):
             raise PushRuleError(
                 "M_INVALID_PARAM", f"{place}.value: must be a string, integer, boolean or null"
             )

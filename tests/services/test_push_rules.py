@@ -183,6 +183,12 @@ def test_plain_message_in_two_person_room_notifies_with_sound() -> None:
     assert actions_notify(actions) and not actions_highlight(actions)
 
 
+def test_evaluated_actions_are_plain_json() -> None:
+    event = message("hi", **{"m.mentions": {"user_ids": [ALICE]}})
+    actions = evaluate(rules_for_alice(), event, ctx())
+    assert json.loads(json.dumps(actions)) == actions
+
+
 def test_plain_message_in_group_room_notifies_without_sound() -> None:
     assert evaluate(rules_for_alice(), message(), ctx(members=3)) == ["notify"]
 
