@@ -202,6 +202,13 @@ class Room:
             "m.room.member", sender or user, {"membership": membership, **extra}, state_key=user
         )
 
+    def set_join_rule(self, join_rule: str) -> None:
+        """Send m.room.join_rules as the creator, unless the rule is already in force."""
+        current = self.state.get(("m.room.join_rules", ""))
+        if current is None or current.content.get("join_rule") != join_rule:
+            content = {"join_rule": join_rule}
+            self.add("m.room.join_rules", self.creator, content, state_key="", checked=True)
+
     def auth_state(self) -> dict[tuple[str, str], Event]:
         """A copy of the current state, usable as `auth_state` for `check_auth_rules`."""
         return dict(self.state)
@@ -217,24 +224,29 @@ def standard_room(
     creator: str = "@creator:test",
     create_content: Mapping[str, Any] | None = None,
 ) -> Room:
-    """A room built with auth-checked events: the creator joins, sets power levels (the
-    creator at 100 before v12, where creators may not be listed) and the join rule, then each
-    user of `members` gets its membership (`join`, `invite`, `leave`, `ban` or `knock`)."""
+    """A room built with auth-checked events: the creator joins and sets power levels (the
+    creator at 100 before v12, where creators may not be listed); each user of `members` gets
+    its membership (`join`, `invite`, `leave`, `ban` or `knock`) in a public room (knocks in a
+    knock room); last, the join rule is set to `join_rule`."""
     room = Room(room_version, creator, create_content=create_content)
     room.member(creator, "join", checked=True)
     power_users = {} if room_version.privileged_room_creators else {creator: 100}
     power_users.update(users or {})
     power_content = {"users": power_users, **(levels or {})}
     room.add("m.room.power_levels", creator, power_content, state_key="", checked=True)
-    room.add("m.room.join_rules", creator, {"join_rule": join_rule}, state_key="", checked=True)
+    room.set_join_rule("public")
     for user, membership in (members or {}).items():
         if membership == "knock":
+            room.set_join_rule("knock")
             room.member(user, "knock", checked=True)
-            continue
-        if membership in ("ban", "invite") or join_rule != "public":
-            room.member(user, "ban" if membership == "ban" else "invite", creator, checked=True)
-        if membership in ("join", "leave"):
+            room.set_join_rule("public")
+        elif membership in ("ban", "invite"):
+            room.member(user, membership, creator, checked=True)
+        elif membership in ("join", "leave"):
             room.member(user, "join", checked=True)
-        if membership == "leave":
-            room.member(user, "leave", checked=True)
+            if membership == "leave":
+                room.member(user, "leave", checked=True)
+        else:
+            raise ValueError(f"unknown membership {membership!r}")
+    room.set_join_rule(join_rule)
     return room
