@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,8 +16,6 @@ from homeserver.config import Config, ConfigError, load_config
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
@@ -46,11 +43,6 @@ def _load(config_path: Path) -> Config:
         raise SystemExit(EXIT_USAGE) from None
 
 
-def _configure_logging(config: Config) -> None:
-    # Logs go to stderr (CONTRACT, "Logs").
-    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-
-
 def _cmd_generate_config(args: argparse.Namespace) -> int:
     from homeserver.generate import generate_config  # keeps `--help` fast
 
@@ -67,7 +59,6 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(Path(args.config))
-    _configure_logging(config)
     from homeserver.server import run_server
 
     return run_server(config)
@@ -75,7 +66,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(Path(args.config))
-    _configure_logging(config)
     from homeserver.server import run_migrate
 
     return run_migrate(config)
@@ -98,7 +88,6 @@ def _cmd_register_user(args: argparse.Namespace) -> int:
     password = args.password if args.password is not None else _read_new_password(args.user)
     if not password:
         raise UsageError("the password must not be empty")
-    _configure_logging(config)
     from homeserver.server import run_register_user
 
     return run_register_user(config, args.user, password, args.admin)
