@@ -8,7 +8,9 @@ DSN of an external server to use that instead; each test then gets its own datab
 Fixtures:
 - `pg_admin_dsn` (session): DSN of a maintenance database on the test server.
 - `db_dsn`: DSN of a new, empty database, dropped after the test.
-- `pool`: an asyncpg pool (homeserver's codecs) on a new database with every migration applied.
+- `migrated_db_dsn`: DSN of a new database with every migration applied (copied from a
+  template migrated once per session, so it costs one CREATE DATABASE).
+- `pool`: an asyncpg pool (homeserver's codecs) on a `migrated_db_dsn` database.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,32 +54,51 @@ def pg_admin_dsn() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-async def db_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
-    name = f"veche_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
+async def _admin_execute(admin_dsn: str, sql: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(sql)
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def _scratch_database(admin_dsn: str, template: str | None = None) -> AsyncIterator[str]:
+    name = f"veche_test_{uuid.uuid4().hex[:16]}"
+    from_template = f' TEMPLATE "{template}"' if template else ""
+    await _admin_execute(admin_dsn, f'CREATE DATABASE "{name}"{from_template}')
     try:
-        yield dsn_for_database(pg_admin_dsn, name)
+        yield name
     finally:
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _admin_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await database.connect(db_dsn)
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
-    pool = await database.create_pool(db_dsn, min_connections=1, max_connections=5)
+async def db_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
+    async with _scratch_database(pg_admin_dsn) as name:
+        yield dsn_for_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+async def _migrated_template(pg_admin_dsn: str) -> AsyncIterator[str]:
+    async with _scratch_database(pg_admin_dsn) as name:
+        conn = await database.connect(dsn_for_database(pg_admin_dsn, name))
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        yield name
+
+
+@pytest.fixture
+async def migrated_db_dsn(pg_admin_dsn: str, _migrated_template: str) -> AsyncIterator[str]:
+    async with _scratch_database(pg_admin_dsn, template=_migrated_template) as name:
+        yield dsn_for_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def pool(migrated_db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await database.create_pool(migrated_db_dsn, min_connections=1, max_connections=5)
     try:
         yield pool
     finally:

@@ -1,0 +1,139 @@
+"""The composition root: the only place where dependencies are wired together.
+
+`build_listener_apps` turns the config into one aiohttp `Application` per listening socket.
+Client and federation listeners that share `bind:port` become one application serving both
+route sets (the config checks they agree on TLS). Handlers receive what they need here, as
+arguments; nothing looks dependencies up globally.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import asyncpg
+from aiohttp import web
+
+from federation.signing import SigningKey
+from homeserver.config import Config, ListenerConfig
+from homeserver.errors import error_middleware
+from homeserver.http import health
+from homeserver.http.client import versions
+from homeserver.http.federation import keys as federation_keys
+from homeserver.http.federation import version as federation_version
+from homeserver.http.middleware import (
+    REQUEST_LIMITS,
+    RequestLimits,
+    access_log_middleware,
+    body_limit_middleware,
+    cors_middleware,
+)
+
+ListenerType = Literal["client", "federation"]
+
+CLIENT: Final = "client"
+FEDERATION: Final = "federation"
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """Everything handlers may need, built once per process by homeserver/server.py."""
+
+    config: Config
+    pool: asyncpg.Pool
+    signing_key: SigningKey
+    # The newest migration this code ships; /health compares the database against it.
+    schema_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """One socket to bind and what it serves."""
+
+    bind: str
+    port: int
+    types: frozenset[ListenerType]
+    tls_certificate: str | None
+    tls_private_key: str | None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.bind}]:{self.port}" if ":" in self.bind else f"{self.bind}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_certificate is None or self.tls_private_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_certificate, self.tls_private_key)
+        return context
+
+
+def listener_specs(listeners: Iterable[ListenerConfig]) -> list[ListenerSpec]:
+    """Group listeners by socket; port 0 (any free port) always gets a socket of its own."""
+    grouped: dict[tuple[str, int] | int, ListenerSpec] = {}
+    for index, listener in enumerate(listeners):
+        key: tuple[str, int] | int = (
+            index if listener.port == 0 else (listener.bind, listener.port)
+        )
+        cert = str(listener.tls_certificate) if listener.tls_certificate else None
+        private_key = str(listener.tls_private_key) if listener.tls_private_key else None
+        previous = grouped.get(key)
+        types: frozenset[ListenerType] = frozenset({listener.type})
+        if previous is not None:
+            types = previous.types | types
+        grouped[key] = ListenerSpec(listener.bind, listener.port, types, cert, private_key)
+    return list(grouped.values())
+
+
+def build_application(deps: Dependencies, types: frozenset[ListenerType]) -> web.Application:
+    config = deps.config
+    app = web.Application(
+        middlewares=[
+            access_log_middleware,
+            cors_middleware,
+            error_middleware,
+            body_limit_middleware,
+        ],
+        # Handlers that call request.read()/json() are bounded too; streaming handlers (media)
+        # enforce their own limit via `max_body_size` (homeserver/http/middleware.py).
+        client_max_size=config.limits.max_request_body,
+    )
+    app[REQUEST_LIMITS] = RequestLimits(
+        max_request_body=config.limits.max_request_body,
+        max_json_depth=config.limits.max_json_depth,
+    )
+    if CLIENT in types:
+        _add_client_routes(app.router, deps)
+    if FEDERATION in types and config.federation.enabled:
+        _add_federation_routes(app.router, deps)
+    return app
+
+
+def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    versions.add_routes(router, deps.config)
+    health.add_routes(router, deps.pool, deps.schema_version)
+
+
+def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    config = deps.config
+    federation_version.add_routes(router)
+    federation_keys.add_routes(
+        router,
+        federation_keys.ServerKeysResource(
+            server_name=config.server_name,
+            signing_key=deps.signing_key,
+            valid_for=config.key_valid_for,
+            old_verify_keys={
+                key_id: (old.key, old.expired_ts) for key_id, old in config.old_verify_keys.items()
+            },
+        ),
+    )
+
+
+def build_listener_apps(deps: Dependencies) -> list[tuple[ListenerSpec, web.Application]]:
+    return [
+        (spec, build_application(deps, spec.types))
+        for spec in listener_specs(deps.config.listeners)
+    ]

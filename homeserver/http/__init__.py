@@ -1,0 +1,1 @@
+"""HTTP layer: aiohttp handlers for the Client-Server and Server-Server APIs."""
