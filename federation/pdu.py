@@ -129,6 +129,9 @@ def validate_pdu(pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
     else:
         _require(pdu, "room_id", str)
         _check_length(pdu, "room_id")
+        # Only the sigil: the auth rules check the room ID against the create event.
+        if not pdu["room_id"].startswith("!"):
+            raise InvalidPdu(f"invalid room_id {pdu['room_id']!r}")
     if room_version.has_event_id_field:
         _require(pdu, "event_id", str)
         _check_length(pdu, "event_id")
