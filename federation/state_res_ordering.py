@@ -209,4 +209,3 @@ def _mainline_position(
         # An off-mainline power-levels event leads to the same mainline event as `event` did.
         positions[pl_id] = position
     return position
-
