@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from federation.canonical_json import encode_canonical_json
 from federation.hashing import compute_event_id, room_id_for_create_event
 from federation.pdu import MAX_PDU_SIZE, Event, InvalidPdu, validate_pdu
 from federation.room_versions import (
@@ -134,8 +135,6 @@ def test_oversized_events_are_rejected() -> None:
 
 
 def _canonical(event: dict[str, Any]) -> bytes:
-    from federation.canonical_json import encode_canonical_json
-
     return encode_canonical_json(event)
 
 

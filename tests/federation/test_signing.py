@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from federation.canonical_json import CanonicalJsonError, encode_canonical_json, parse_json
-from federation.hashing import check_content_hash, decode_base64, encode_base64
+from federation.hashing import check_content_hash, compute_event_id, decode_base64, encode_base64
 from federation.redaction import redact
 from federation.room_versions import (
     KNOWN_ROOM_VERSIONS,
@@ -355,8 +355,6 @@ def test_add_hashes_and_signatures_recomputes_a_stale_hash() -> None:
 
 
 def test_event_id_is_unchanged_by_signing_only_for_hash_based_versions() -> None:
-    from federation.hashing import compute_event_id
-
     event = add_hashes_and_signatures(_event(V11), V11, "example.org", KEY)
     cosigned = sign_event(event, V11, "resident.org", OTHER_KEY)
     assert compute_event_id(event, V11) == compute_event_id(cosigned, V11)
