@@ -48,10 +48,12 @@ def resolve_state(
 ) -> dict[StateKey, str]:
     """The resolution of `state_sets` (v2 "Algorithm", steps 1–5; v2.1 in room version 12).
 
-    `auth_chains[i]` is the full auth chain of `state_sets[i]` (event IDs; including the state
-    events themselves or not makes no difference to the result). `event_map` must hold every
-    conflicted state event and every event of the auth chains. `rejected_event_ids` names events
-    rejected on receipt: they are never used as auth events during the iterative auth checks.
+    `auth_chains[i]` is the full auth chain of `state_sets[i]`: the union of the auth chains of its
+    events, as the spec defines it (see `full_auth_chain`). Synapse also counts the state events
+    themselves; that can only add state events to the auth difference, and gives the same result
+    in every fixture, but not necessarily in every graph. `event_map` must hold every conflicted
+    state event and every event of the auth chains. `rejected_event_ids` names events rejected on
+    receipt: they are never used as auth events during the iterative auth checks.
     Raises `StateResolutionError` for unusable input.
     """
     if room_version.state_res is StateResAlgorithm.V1:
