@@ -87,14 +87,16 @@ class EventGraph:
             self._create_of_room[room_id] = create
         return self._create_of_room[room_id]
 
-    def auth_events_state(self, event: Event) -> dict[StateKey, Event]:
-        """`event`'s auth events that were not rejected, keyed by `(type, state_key)`.
+    def auth_events_state(
+        self, event: Event, *, include_rejected: bool = False
+    ) -> dict[StateKey, Event]:
+        """`event`'s auth events (by default only those not rejected), by `(type, state_key)`.
 
         In v12 the create event is never listed in `auth_events`; it is added from the room ID.
         """
         state: dict[StateKey, Event] = {}
         for auth_id in event.auth_event_ids:
-            if self.is_rejected(auth_id):
+            if not include_rejected and self.is_rejected(auth_id):
                 continue
             auth_event = self.get(auth_id)
             if auth_event.state_key is not None:
@@ -106,10 +108,15 @@ class EventGraph:
         return state
 
     def sender_power_level(self, event: Event) -> PowerLevel:
-        """The power level of `event`'s sender "when looking at their respective auth_events"."""
+        """The power level of `event`'s sender "when looking at their respective auth_events".
+
+        All listed auth events count here, rejected or not: the spec excludes rejected events
+        only from the iterative auth checks (and so does Synapse).
+        """
         level = self._sender_power.get(event.event_id)
         if level is None:
-            level = user_power_level(self.auth_events_state(event), event.sender)
+            auth_state = self.auth_events_state(event, include_rejected=True)
+            level = user_power_level(auth_state, event.sender)
             self._sender_power[event.event_id] = level
         return level
 

@@ -438,6 +438,17 @@ def test_rejected_auth_events_are_not_used() -> None:
     assert ("m.room.topic", "") not in dropped  # without BADPL: no power levels, bob has 0
 
 
+def test_power_ordering_reads_sender_power_from_rejected_auth_events_too() -> None:
+    events = _small_room()
+    bad_pl = _add(events, V11, "BADPL", "m.room.power_levels", BOB, ["CREATE", "IPOWER", "IMB"],
+                  5, {"users": {ALICE: 100, BOB: 100}})  # fmt: skip
+    topic = _add(events, V11, "T", "m.room.topic", BOB, ["CREATE", bad_pl, "IMB"], ts=6)
+    graph = EventGraph(V11, events, rejected_event_ids={bad_pl})
+    # "when looking at their respective auth_events": only the iterative auth checks skip
+    # rejected events.
+    assert graph.sender_power_level(events[topic]) == 100
+
+
 def test_partial_state_wins_over_the_events_own_auth_events() -> None:
     events = _small_room()
     state = {e.state_tuple: e.event_id for e in events.values()}
