@@ -249,6 +249,30 @@ async def test_health_and_requests_are_503_while_database_unreachable(tmp_path: 
         await pool.close()
 
 
+async def test_service_resumes_after_database_connections_are_killed(
+    server: RunningServer, migrated_db_dsn: str
+) -> None:
+    killer = await asyncpg.connect(migrated_db_dsn)
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    assert killed >= 1
+    statuses = []
+    for _ in range(3):
+        async with server.http.get(server.client_url + "/health") as response:
+            statuses.append(response.status)
+            if response.status == 503:
+                assert await response.json() == {
+                    "errcode": "M_UNKNOWN",
+                    "error": "database unavailable",
+                }
+    assert statuses[-1] == 200, statuses
+
+
 async def test_client_and_federation_can_share_one_port(
     tmp_path: Path, migrated_db_dsn: str, pool: asyncpg.Pool
 ) -> None:
