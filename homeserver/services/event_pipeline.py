@@ -1,0 +1,427 @@
+"""THE event pipeline: every event, local or remote, ends in the same persist path.
+
+GUIDE.md "How data flows": build (or receive) → auth check → one PostgreSQL transaction
+(event, edges, state delta, extremities, current state, memberships, txnId) → commit → update
+the in-memory state → wake /sync waiters → hand the events to the `on_persisted` hooks
+(federation sending). A client is answered only after the commit.
+
+Writes to a room are serialised by one `asyncio.Lock` per room; reads never take it. Local sends
+to a room queue up while a transaction is running and the next transaction takes all of them
+(up to `max_batch`) as a linear chain: group commit, so a busy room costs one commit per batch
+rather than one per message, with the same ordering and the same answer to each client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from federation.ids import server_name_of
+from federation.pdu import Event
+from federation.room_state import CREATE, StateKey
+from federation.room_versions import RoomVersion
+from federation.signing import SigningKey
+from homeserver.errors import MatrixError
+from homeserver.services.event_builder import (
+    NewEvent,
+    auth_event_ids_for,
+    build_pdu,
+    check_local_event,
+    choose_prev_events,
+    new_room_id,
+    parse_built_pdu,
+)
+from homeserver.services.notifier import Notifier
+from homeserver.services.room_batch import BatchApplier, RoomBatch
+from homeserver.services.state import RoomStateCache
+from homeserver.services.streams import StreamTracker
+from homeserver.storage.events import EventsStore
+from homeserver.storage.rooms import ClientTransaction, RoomsStore
+
+logger = logging.getLogger(__name__)
+
+PersistedHook = Callable[[Sequence[Event]], Awaitable[None]]
+DEFAULT_MAX_BATCH: Final = 100
+MEMBER: Final = "m.room.member"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEvent:
+    """A received event and the verdict of the S2S receipt checks (issue 5)."""
+
+    event: Event
+    # State before the event (required unless `outlier`).
+    state_before: Mapping[StateKey, str] | None
+    rejected_reason: str | None = None
+    soft_failed: bool = False
+    outlier: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    new: NewEvent
+    prev_event_ids: Sequence[str] | None
+    txn: ClientTransaction | None
+    future: asyncio.Future[Event]
+
+
+@dataclass(slots=True)
+class _RoomWriter:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: list[_Request] = field(default_factory=list)
+    drainer: asyncio.Task[None] | None = None
+    users: int = 0
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        *,
+        events: EventsStore,
+        rooms: RoomsStore,
+        state: RoomStateCache,
+        notifier: Notifier,
+        tracker: StreamTracker,
+        server_name: str,
+        signing_key: SigningKey,
+        on_persisted: Sequence[PersistedHook] = (),
+        clock: Callable[[], int] = now_ms,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self._events = events
+        self._rooms = rooms
+        self._state = state
+        self._notifier = notifier
+        self._tracker = tracker
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._hooks = list(on_persisted)
+        self._clock = clock
+        self._max_batch = max_batch
+        self._applier = BatchApplier(state, events)
+        self._writers: dict[str, _RoomWriter] = {}
+
+    def add_persisted_hook(self, hook: PersistedHook) -> None:
+        """`hook(events)` runs after each commit with the new accepted timeline events."""
+        self._hooks.append(hook)
+
+    # --- local events ---------------------------------------------------------------------
+
+    async def create_local_event(
+        self,
+        room_id: str,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        state_key: str | None = None,
+        *,
+        prev_event_ids: Sequence[str] | None = None,
+        extra_pdu_fields: Mapping[str, Any] | None = None,
+        txn: ClientTransaction | None = None,
+    ) -> Event:
+        """Build, authorise and persist a local user's event; return it once committed.
+
+        `prev_event_ids` defaults to the room's forward extremities (at most 20). With `txn`,
+        the transaction ID is stored in the same transaction, and a retry returns the original
+        event. Raises `MatrixError` (403 M_FORBIDDEN with the auth rule's reason, 404 for an
+        unknown room, 400/413 for a malformed event).
+        """
+        if server_name_of(sender) != self._server_name:
+            raise MatrixError(403, "M_FORBIDDEN", f"{sender} is not a user of this server")
+        new = NewEvent(event_type, sender, dict(content), state_key, extra_pdu_fields)
+        request = _Request(new, prev_event_ids, txn, asyncio.get_running_loop().create_future())
+        writer = self._writers.setdefault(room_id, _RoomWriter())
+        writer.queue.append(request)
+        if writer.drainer is None:
+            writer.drainer = asyncio.create_task(self._drain(room_id, writer))
+        # Shielded: a client that goes away does not abort the batch of the others.
+        return await asyncio.shield(request.future)
+
+    async def create_room_events(
+        self,
+        room_version: RoomVersion,
+        events: Sequence[NewEvent],
+        *,
+        room_id: str | None = None,
+        is_public: bool = False,
+    ) -> list[Event]:
+        """Create a room: `events[0]` is its m.room.create, the rest its initial events (creator
+        join, power levels, join rules …), each after the previous. All are persisted in one
+        transaction, or none if any fails the auth rules. In v12 the room ID is derived from
+        the create event (`room_id` must be None); otherwise it is `room_id` or a new one."""
+        if not events or events[0].event_type != CREATE or events[0].state_key != "":
+            raise ValueError("the first event of a new room is its m.room.create event")
+        if room_version.room_id_from_create_event:
+            if room_id is not None:
+                raise ValueError(f"room version {room_version.identifier} derives the room ID")
+        elif room_id is None:
+            room_id = new_room_id(self._server_name)
+        elif await self._rooms.get_room_version(room_id) is not None:
+            raise MatrixError(400, "M_ROOM_IN_USE", f"room {room_id} already exists")
+        for new in events:
+            if server_name_of(new.sender) != self._server_name:
+                raise MatrixError(403, "M_FORBIDDEN", f"{new.sender} is not a local user")
+        loop = asyncio.get_running_loop()
+        requests = [_Request(new, None, None, loop.create_future()) for new in events]
+        batch = RoomBatch.new(room_id, room_version, is_public)
+        await self._run_local(batch, requests, atomic=True)
+        return [request.future.result() for request in requests]
+
+    async def _drain(self, room_id: str, writer: _RoomWriter) -> None:
+        writer.users += 1
+        try:
+            while writer.queue:
+                requests = writer.queue[: self._max_batch]
+                del writer.queue[: self._max_batch]
+                async with writer.lock:
+                    try:
+                        await self._process_local(room_id, requests)
+                    except Exception as e:
+                        _fail(requests, e)
+                    except BaseException:
+                        for request in requests:
+                            request.future.cancel()
+                        raise
+        finally:
+            writer.drainer = None
+            writer.users -= 1
+            self._forget_idle_writer(room_id, writer)
+
+    async def _process_local(self, room_id: str, requests: list[_Request]) -> None:
+        room = await self._state.get_room_state(room_id)
+        if room is None:
+            _fail(requests, MatrixError(404, "M_NOT_FOUND", f"unknown room {room_id}"))
+            return
+        requests = await self._skip_repeated_transactions(requests)
+        if requests:
+            await self._run_local(RoomBatch.from_room(room), requests, atomic=False)
+
+    async def _run_local(self, batch: RoomBatch, requests: list[_Request], atomic: bool) -> None:
+        """Build each request's event on top of the previous one, then commit them together.
+
+        A request that fails (auth, format) gets its error and is left out; with `atomic`, any
+        failure fails the whole batch.
+        """
+        state_events = sum(1 for r in requests if r.new.state_key is not None)
+        explicit = sum(1 for r in requests if r.prev_event_ids is not None)
+        built: list[tuple[_Request, Event]] = []
+        allocate = self._allocator(batch, 1 + state_events + 2 * explicit)
+        async with self._tracker.allocate(allocate, len(requests)) as positions:
+            batch.positions = list(positions)
+            for request in requests:
+                try:
+                    event = await self._build_and_add(batch, request)
+                except MatrixError as e:
+                    if atomic:
+                        raise
+                    request.future.set_exception(e)
+                    continue
+                built.append((request, event))
+            if built:
+                await self._commit(batch)
+        for request, event in built:
+            if not request.future.done():
+                request.future.set_result(event)
+        await self._run_hooks([event for _, event in built])
+
+    async def _build_and_add(self, batch: RoomBatch, request: _Request) -> Event:
+        new, room_version = request.new, batch.room_version
+        if request.prev_event_ids is None:
+            extremities = await self._applier.get_events(batch, batch.extremities)
+            prev_ids = choose_prev_events(extremities)
+            state_before, before_group = batch.state, batch.state_group
+        else:
+            prev_ids = list(dict.fromkeys(request.prev_event_ids))
+            state_before, before_group = await self._applier.state_after_events(batch, prev_ids)
+        prev_events = await self._applier.get_events(batch, prev_ids)
+        if len(prev_events) != len(prev_ids):
+            raise MatrixError(400, "M_INVALID_PARAM", "unknown prev_events")
+        auth_ids = auth_event_ids_for(room_version, new, state_before)
+        create_id = state_before.get((CREATE, ""))
+        # v12 lists no create event in auth_events, but the auth rules still need it.
+        auth_events = await self._applier.get_events(
+            batch, auth_ids + ([create_id] if create_id else [])
+        )
+        is_v12_create = room_version.room_id_from_create_event and new.event_type == CREATE
+        pdu = build_pdu(
+            room_version=room_version,
+            room_id=None if is_v12_create else batch.room_id,
+            new=new,
+            prev_events=[prev_events[i] for i in prev_ids],
+            auth_events=[auth_events[i] for i in auth_ids if i in auth_events],
+            origin_server_ts=self._clock(),
+            server_name=self._server_name,
+            signing_key=self._signing_key,
+        )
+        event = parse_built_pdu(pdu, room_version)
+        check_local_event(event, {e.state_tuple: e for e in auth_events.values() if e.is_state})
+        if batch.room_id is None:
+            batch.room_id = event.room_id  # v12: the create event names the room
+        await self._applier.add_event(batch, event, state_before, before_group, txn=request.txn)
+        return event
+
+    async def _skip_repeated_transactions(self, requests: list[_Request]) -> list[_Request]:
+        """Answer retransmitted txnIds with the original event (C-S "Transaction identifiers")."""
+        txns = [r.txn for r in requests if r.txn is not None]
+        if not txns:
+            return requests
+        stored = await self._rooms.get_client_transactions(txns)
+        first: dict[ClientTransaction, _Request] = {}
+        remaining: list[_Request] = []
+        for request in requests:
+            txn = request.txn
+            if txn is not None and txn in stored:
+                event_id = orjson.loads(stored[txn]).get("event_id")
+                events = await self._state.get_events([event_id])
+                if event_id in events:
+                    request.future.set_result(events[event_id])
+                else:
+                    request.future.set_exception(
+                        MatrixError(500, "M_UNKNOWN", "original event of this txnId not found")
+                    )
+            elif txn is not None and txn in first:
+                first[txn].future.add_done_callback(_copy_outcome_to(request.future))
+            else:
+                if txn is not None:
+                    first[txn] = request
+                remaining.append(request)
+        return remaining
+
+    # --- remote events --------------------------------------------------------------------
+
+    async def persist_remote_event(
+        self,
+        event: Event,
+        state_before: Mapping[StateKey, str] | None,
+        *,
+        rejected_reason: str | None = None,
+        soft_failed: bool = False,
+        outlier: bool = False,
+    ) -> int:
+        """Persist a received event after the S2S receipt checks; return its stream position."""
+        item = RemoteEvent(event, state_before, rejected_reason, soft_failed, outlier)
+        positions = await self.persist_remote_events(event.room_id, [item])
+        return positions[event.event_id]
+
+    async def persist_remote_events(
+        self, room_id: str, items: Sequence[RemoteEvent]
+    ) -> dict[str, int]:
+        """Persist received events of one room in one transaction, in the order given (auth
+        events before the events they authorise). Already stored events are skipped."""
+        writer = self._writers.setdefault(room_id, _RoomWriter())
+        writer.users += 1
+        try:
+            async with writer.lock:
+                return await self._persist_remote(room_id, items)
+        finally:
+            writer.users -= 1
+            self._forget_idle_writer(room_id, writer)
+
+    async def _persist_remote(self, room_id: str, items: Sequence[RemoteEvent]) -> dict[str, int]:
+        stored = await self._events.get_event_rows(i.event.event_id for i in items)
+        result = {event_id: row.stream_ordering for event_id, row in stored.items()}
+        items = [i for i in items if i.event.event_id not in stored]
+        if not items:
+            return result
+        if any(i.event.room_id != room_id for i in items):
+            raise ValueError("persist_remote_events takes events of one room")
+        room = await self._state.get_room_state(room_id)
+        room_version = items[0].event.room_version
+        if room is not None and room.room_version != room_version:
+            raise ValueError(f"{room_id} is a room of version {room.room_version.identifier}")
+        batch = RoomBatch.from_room(room) if room else RoomBatch.new(room_id, room_version, False)
+        allocate = self._allocator(batch, 2 * len(items))
+        async with self._tracker.allocate(allocate, len(items)) as positions:
+            batch.positions = list(positions)
+            for item in items:
+                if not item.outlier and item.state_before is None:
+                    raise ValueError(f"{item.event.event_id}: state_before is required")
+                persisted = await self._applier.add_event(
+                    batch,
+                    item.event,
+                    item.state_before or {},
+                    None,
+                    outlier=item.outlier,
+                    soft_failed=item.soft_failed,
+                    rejection_reason=item.rejected_reason,
+                )
+                result[item.event.event_id] = persisted.stream_ordering
+            await self._commit(batch)
+        await self._run_hooks([p.event for p in batch.to_persist if p.visible_to_clients])
+        return result
+
+    # --- the one persist path -------------------------------------------------------------
+
+    def _allocator(
+        self, batch: RoomBatch, state_groups: int
+    ) -> Callable[[int], Awaitable[list[int]]]:
+        async def allocate(count: int) -> list[int]:
+            positions, batch.group_ids = await self._events.allocate_ids(count, state_groups)
+            return positions
+
+        return allocate
+
+    async def _commit(self, batch: RoomBatch) -> None:
+        """One transaction for the whole batch; then memory catches up and waiters wake."""
+        await self._events.persist(batch.to_persist_batch(self._clock()))
+        self._state.cache_events(batch.events.values())
+        for group in batch.groups:
+            self._state.cache_state_group(group.info, batch.group_states.get(group.state_group))
+        for event_id, (after, before) in batch.event_groups.items():
+            self._state.cache_event_groups(event_id, after, before)
+        self._state.set_room_state(batch.room_state())
+        for item in batch.to_persist:
+            if item.visible_to_clients:
+                event = item.event
+                affected = (event.state_key,) if event.type == MEMBER and event.state_key else ()
+                self._notifier.notify_new_event(event.room_id, item.stream_ordering, affected)
+
+    async def _run_hooks(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        for hook in self._hooks:
+            try:
+                await hook(events)
+            except Exception:
+                # The events are committed; a failing consumer must not fail the sender.
+                logger.exception("on_persisted hook %r failed", hook)
+
+    def _forget_idle_writer(self, room_id: str, writer: _RoomWriter) -> None:
+        idle = writer.users == 0 and writer.drainer is None and not writer.queue
+        if idle and not writer.lock.locked() and self._writers.get(room_id) is writer:
+            del self._writers[room_id]
+
+    async def close(self) -> None:
+        """Wait for queued local events to be committed (shutdown)."""
+        drainers = [w.drainer for w in self._writers.values() if w.drainer is not None]
+        await asyncio.gather(*drainers, return_exceptions=True)
+
+
+def _fail(requests: Sequence[_Request], error: Exception) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)
+
+
+def _copy_outcome_to(target: asyncio.Future[Event]) -> Callable[[asyncio.Future[Event]], None]:
+    def copy(source: asyncio.Future[Event]) -> None:
+        if target.done():
+            return
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
+
+    return copy

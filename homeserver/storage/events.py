@@ -1,0 +1,393 @@
+"""Events and the DAG: the one persist transaction every event ends in, and event reads.
+
+Tables (schema/0002_rooms_events.sql): `events`, `event_edges`, `event_auth_edges`,
+`redactions`, `event_relations`; `persist` also writes the state tables
+(homeserver/storage/state.py) and the room tables (homeserver/storage/rooms.py) in the same
+transaction, so a crash leaves either all of an event batch or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import asyncpg
+import orjson
+
+from federation.pdu import Event
+from federation.room_versions import room_version
+from homeserver.storage import rooms as rooms_tables
+from homeserver.storage import state as state_tables
+from homeserver.storage.rooms import ClientTransaction, CurrentStateDelta, NewRoom
+from homeserver.storage.state import NewStateGroup
+
+MEMBER: Final = "m.room.member"
+REDACTION: Final = "m.room.redaction"
+
+
+@dataclass(frozen=True, slots=True)
+class EventToPersist:
+    """One event with what the pipeline decided about it."""
+
+    event: Event
+    stream_ordering: int
+    # State groups around the event; None for outliers (no known state).
+    state_group_before: int | None = None
+    state_group_after: int | None = None
+    outlier: bool = False
+    soft_failed: bool = False
+    rejection_reason: str | None = None
+    # The client request that created it (local events), remembered with its response.
+    txn: ClientTransaction | None = None
+    txn_response: str | None = None
+
+    @property
+    def visible_to_clients(self) -> bool:
+        """Part of the timeline clients see: not an outlier, not soft-failed, not rejected."""
+        return not (self.outlier or self.soft_failed or self.rejection_reason is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistBatch:
+    """Everything one transaction writes for a batch of events of one room."""
+
+    room_id: str
+    events: Sequence[EventToPersist]
+    now_ms: int
+    new_room: NewRoom | None = None
+    state_groups: Sequence[NewStateGroup] = ()
+    extremities_removed: Collection[str] = ()
+    extremities_added: Collection[str] = ()
+    current_state: CurrentStateDelta | None = None
+    # target event ID → the redaction that applies to it (C-S "Redactions").
+    redactions_applied: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A stored event with its internal metadata."""
+
+    event: Event
+    stream_ordering: int
+    outlier: bool
+    soft_failed: bool
+    rejection_reason: str | None
+    redacted_because: str | None
+    txn_device_id: str | None
+    txn_id: str | None
+
+    @property
+    def visible_to_clients(self) -> bool:
+        """Outliers, soft-failed and rejected events are never served to clients."""
+        return not (self.outlier or self.soft_failed or self.rejection_reason is not None)
+
+
+def encode_pdu(pdu: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(dict(pdu)).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        # v1–v5 rooms allow integers beyond 64 bits, which orjson refuses.
+        return json.dumps(dict(pdu), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_pdu(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("stored PDU is not a JSON object")
+    return value
+
+
+def relation_of(event: Event) -> tuple[str, str, str | None] | None:
+    """`(relates_to_id, rel_type, aggregation key)` from `content["m.relates_to"]`
+    (C-S "Forming relationships between events"); None if absent or malformed."""
+    relates_to = event.content.get("m.relates_to")
+    if not isinstance(relates_to, Mapping):
+        return None
+    parent, rel_type = relates_to.get("event_id"), relates_to.get("rel_type")
+    if not isinstance(parent, str) or not isinstance(rel_type, str):
+        return None
+    key = relates_to.get("key") if rel_type == "m.annotation" else None
+    return parent, rel_type, key if isinstance(key, str) else None
+
+
+_EVENT_COLUMNS: Final = """
+    e.event_id, e.json, r.room_version, e.stream_ordering, e.outlier, e.soft_failed,
+    e.rejection_reason, e.redacted_because, e.txn_device_id, e.txn_id
+"""
+# Events clients may see: part of the timeline, accepted, not soft-failed.
+_VISIBLE: Final = "NOT e.outlier AND NOT e.soft_failed AND e.rejection_reason IS NULL"
+
+
+def _row_to_event_row(row: asyncpg.Record) -> EventRow:
+    event = Event.from_pdu(
+        decode_pdu(row["json"]), room_version(row["room_version"]), event_id=row["event_id"]
+    )
+    return EventRow(
+        event=event,
+        stream_ordering=row["stream_ordering"],
+        outlier=row["outlier"],
+        soft_failed=row["soft_failed"],
+        rejection_reason=row["rejection_reason"],
+        redacted_because=row["redacted_because"],
+        txn_device_id=row["txn_device_id"],
+        txn_id=row["txn_id"],
+    )
+
+
+class EventsStore:
+    """The persist transaction and event reads."""
+
+    def __init__(self, pool: asyncpg.Pool, server_name: str) -> None:
+        self._pool = pool
+        self._server_name = server_name
+
+    # --- allocation and the persist transaction -------------------------------------------
+
+    async def allocate_ids(self, positions: int, state_groups: int) -> tuple[list[int], list[int]]:
+        """Stream positions and state group IDs for one batch, in one round trip."""
+        row = await self._pool.fetchrow(
+            "SELECT ARRAY(SELECT nextval('events_stream_seq') FROM generate_series(1, $1)) AS p,"
+            " ARRAY(SELECT nextval(pg_get_serial_sequence('state_groups', 'state_group'))"
+            "       FROM generate_series(1, $2)) AS g",
+            positions,
+            state_groups,
+        )
+        assert row is not None
+        return sorted(row["p"]), sorted(row["g"])
+
+    async def persist(self, batch: PersistBatch) -> None:
+        """Write a batch of events of one room and everything they change, atomically."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if batch.new_room is not None:
+                await rooms_tables.insert_room(conn, batch.new_room)
+            await state_tables.insert_state_groups(conn, batch.state_groups)
+            await _insert_events(conn, batch.events)
+            await _insert_edges(conn, batch.events)
+            await state_tables.insert_event_state_groups(
+                conn,
+                (
+                    (p.event.event_id, p.state_group_after, p.state_group_before)
+                    for p in batch.events
+                    if p.state_group_after is not None and p.state_group_before is not None
+                ),
+            )
+            accepted = [p for p in batch.events if p.rejection_reason is None]
+            await rooms_tables.insert_memberships(
+                conn,
+                (
+                    (e.event_id, e.room_id, e.state_key, e.sender, e.membership, p.stream_ordering)
+                    for p in accepted
+                    if (e := p.event).type == MEMBER
+                    and e.state_key is not None
+                    and e.membership is not None
+                ),
+            )
+            await _insert_redactions_and_relations(conn, accepted, batch.redactions_applied)
+            await rooms_tables.update_forward_extremities(
+                conn, batch.room_id, batch.extremities_removed, batch.extremities_added
+            )
+            if batch.current_state:
+                await rooms_tables.update_current_state(
+                    conn, batch.room_id, batch.current_state, self._server_name
+                )
+            await rooms_tables.insert_client_transactions(
+                conn,
+                (
+                    (p.txn, p.txn_response, batch.now_ms)
+                    for p in batch.events
+                    if p.txn is not None and p.txn_response is not None
+                ),
+            )
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def get_max_stream_ordering(self) -> int:
+        """The highest persisted stream position (0 for an empty server): where tokens resume
+        after a restart."""
+        value: int | None = await self._pool.fetchval("SELECT max(stream_ordering) FROM events")
+        return value or 0
+
+    async def get_event_rows(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        """Stored events by ID (unknown IDs are absent)."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            " WHERE e.event_id = ANY($1::text[])",
+            ids,
+        )
+        return {row["event_id"]: _row_to_event_row(row) for row in rows}
+
+    async def have_events(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of these events are stored (accepted or rejected)."""
+        rows = await self._pool.fetch(
+            "SELECT event_id FROM events WHERE event_id = ANY($1::text[])", list(event_ids)
+        )
+        return {row["event_id"] for row in rows}
+
+    async def get_room_events_in_range(
+        self, room_id: str, from_position: int, to_position: int, limit: int
+    ) -> list[EventRow]:
+        """Client-visible events with `from_position < stream_ordering <= to_position`, the
+        newest `limit` of them, oldest first (/sync timelines)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3"
+            f" AND {_VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $4",
+            room_id,
+            from_position,
+            to_position,
+            limit,
+        )
+        return [_row_to_event_row(row) for row in reversed(rows)]
+
+    async def paginate_room_events(
+        self,
+        room_id: str,
+        from_key: tuple[int, int] | None,
+        direction: Literal["b", "f"],
+        limit: int,
+    ) -> list[EventRow]:
+        """Client-visible events in topological order `(depth, stream_ordering)` strictly
+        before (`b`, newest first) or after (`f`, oldest first) `from_key` (/messages)."""
+        if direction == "b":
+            condition, order = "(e.depth, e.stream_ordering) < ($2, $3)", "DESC"
+            default = (2**63 - 1, 2**63 - 1)
+        else:
+            condition, order = "(e.depth, e.stream_ordering) > ($2, $3)", "ASC"
+            default = (-1, -1)
+        depth, stream = from_key if from_key is not None else default
+        rows = await self._pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e"
+            f" JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE e.room_id = $1 AND {condition} AND {_VISIBLE}"
+            f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT $4",
+            room_id,
+            depth,
+            stream,
+            limit,
+        )
+        return [_row_to_event_row(row) for row in rows]
+
+    async def get_auth_chain_ids(self, event_ids: Collection[str]) -> set[str]:
+        """The auth chain of these events: their auth events, recursively (S2S "Auth chain")."""
+        rows = await self._pool.fetch(
+            """
+            WITH RECURSIVE chain (event_id) AS (
+                SELECT auth_event_id FROM event_auth_edges WHERE event_id = ANY($1::text[])
+                UNION
+                SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c USING (event_id)
+            )
+            SELECT event_id FROM chain
+            """,
+            list(event_ids),
+        )
+        return {row["event_id"] for row in rows}
+
+    async def get_relations(
+        self, parent_id: str, relation_type: str | None, limit: int
+    ) -> list[EventRow]:
+        """Client-visible events relating to `parent_id`, newest first (/relations)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM event_relations rel"
+            f" JOIN events e ON e.event_id = rel.event_id JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE rel.relates_to_id = $1 AND ($2::text IS NULL OR rel.relation_type = $2)"
+            f" AND {_VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $3",
+            parent_id,
+            relation_type,
+            limit,
+        )
+        return [_row_to_event_row(row) for row in rows]
+
+    async def get_redactions_of(self, event_id: str) -> list[str]:
+        """Redaction events that name `event_id` (whether or not they applied)."""
+        rows = await self._pool.fetch(
+            "SELECT event_id FROM redactions WHERE redacts = $1", event_id
+        )
+        return [row["event_id"] for row in rows]
+
+
+async def _insert_events(conn: asyncpg.Connection, events: Sequence[EventToPersist]) -> None:
+    await conn.executemany(
+        """
+        INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
+            origin_server_ts, json, outlier, soft_failed, rejection_reason, txn_device_id, txn_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        """,
+        [
+            (
+                p.event.event_id,
+                p.event.room_id,
+                p.stream_ordering,
+                p.event.depth,
+                p.event.type,
+                p.event.state_key,
+                p.event.sender,
+                p.event.origin_server_ts,
+                encode_pdu(p.event.pdu),
+                p.outlier,
+                p.soft_failed,
+                p.rejection_reason,
+                p.txn.device_id if p.txn else None,
+                p.txn.txn_id if p.txn else None,
+            )
+            for p in events
+        ],
+    )
+
+
+async def _insert_edges(conn: asyncpg.Connection, events: Sequence[EventToPersist]) -> None:
+    prev_edges = [(p.event.event_id, prev) for p in events for prev in p.event.prev_event_ids]
+    if prev_edges:
+        await conn.executemany(
+            "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            prev_edges,
+        )
+    auth_edges = [(p.event.event_id, a) for p in events for a in p.event.auth_event_ids]
+    if auth_edges:
+        await conn.executemany(
+            "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            auth_edges,
+        )
+
+
+async def _insert_redactions_and_relations(
+    conn: asyncpg.Connection,
+    accepted: Sequence[EventToPersist],
+    redactions_applied: Mapping[str, str],
+) -> None:
+    redactions = [
+        (p.event.event_id, p.event.redacts)
+        for p in accepted
+        if p.event.type == REDACTION and p.event.redacts is not None
+    ]
+    if redactions:
+        await conn.executemany(
+            "INSERT INTO redactions (event_id, redacts) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            redactions,
+        )
+    if redactions_applied:
+        await conn.executemany(
+            "UPDATE events SET redacted_because = $2"
+            " WHERE event_id = $1 AND redacted_because IS NULL",
+            list(redactions_applied.items()),
+        )
+    relations = [
+        (p.event.event_id, *relation)
+        for p in accepted
+        if not p.outlier and (relation := relation_of(p.event)) is not None
+    ]
+    if relations:
+        await conn.executemany(
+            "INSERT INTO event_relations (event_id, relates_to_id, relation_type, aggregation_key)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            relations,
+        )
