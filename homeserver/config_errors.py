@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
+# Values under these keys are never echoed back in a problem (they may hold passwords).
+_SECRET_KEYS = frozenset({"dsn", "shared_secret"})
+
 
 class ConfigError(Exception):
     """The configuration is unusable; `problems` lists each problem as "key.path: message"."""
@@ -43,7 +46,8 @@ def _message(detail: typing.Any, loc: tuple[int | str, ...], root: type[BaseMode
     if kind == "path_type":
         return f"expected a path, got {_describe_input(detail.get('input'))}"
     message = str(detail["msg"])
-    if kind.endswith("_type") and "input" in detail:
+    secret = any(part in _SECRET_KEYS for part in loc)
+    if kind.endswith("_type") and "input" in detail and not secret:
         message += f", got {_describe_input(detail['input'])}"
     return message
 

@@ -332,6 +332,14 @@ def test_wrong_types_name_the_value_found(tmp_path: Path) -> None:
     problem_at(problems, "listeners")
 
 
+def test_secrets_of_the_wrong_type_are_not_echoed_back() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"server_name": "a.org", "registration": {"shared_secret": 80085},
+                      "database": {"dsn": 12345}})
+    assert "80085" not in problem_at(caught.value.problems, "registration.shared_secret")
+    assert "12345" not in problem_at(caught.value.problems, "database.dsn")
+
+
 def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
     problems = problems_of(write_config(tmp_path, "server_name: a.org\nlisteners: [\n  - x: 1\n"))
     assert len(problems) == 1
