@@ -65,6 +65,9 @@ class RemoteEvent:
     rejected_reason: str | None = None
     soft_failed: bool = False
     outlier: bool = False
+    # An invite (or its rejection) for a local user in a room we are not in: an outlier that
+    # still sets the user's membership for /sync.
+    out_of_band_membership: bool = False
 
 
 @dataclass(slots=True)
@@ -307,9 +310,12 @@ class EventPipeline:
         rejected_reason: str | None = None,
         soft_failed: bool = False,
         outlier: bool = False,
+        out_of_band_membership: bool = False,
     ) -> int:
         """Persist a received event after the S2S receipt checks; return its stream position."""
-        item = RemoteEvent(event, state_before, rejected_reason, soft_failed, outlier)
+        item = RemoteEvent(
+            event, state_before, rejected_reason, soft_failed, outlier, out_of_band_membership
+        )
         positions = await self.persist_remote_events(event.room_id, [item])
         return positions[event.event_id]
 
@@ -340,6 +346,9 @@ class EventPipeline:
         if room is not None and room.room_version != room_version:
             raise ValueError(f"{room_id} is a room of version {room.room_version.identifier}")
         batch = RoomBatch.from_room(room) if room else RoomBatch.new(room_id, room_version, False)
+        ids = [i.event.event_id for i in items]
+        with_children = await self._events.get_events_with_children(ids)
+        late_redactions = await self._events.get_pending_redactions(ids)
         allocate = self._allocator(batch, 2 * len(items))
         async with self._tracker.allocate(allocate, len(items)) as positions:
             batch.positions = list(positions)
@@ -354,8 +363,11 @@ class EventPipeline:
                     outlier=item.outlier,
                     soft_failed=item.soft_failed,
                     rejection_reason=item.rejected_reason,
+                    has_stored_child=item.event.event_id in with_children,
+                    out_of_band_membership=item.out_of_band_membership,
                 )
                 result[item.event.event_id] = persisted.stream_ordering
+            await self._applier.apply_late_redactions(batch, late_redactions)
             await self._commit(batch)
         await self._run_hooks([p.event for p in batch.to_persist if p.visible_to_clients])
         return result
@@ -381,7 +393,7 @@ class EventPipeline:
             self._state.cache_event_groups(event_id, after, before)
         self._state.set_room_state(batch.room_state())
         for item in batch.to_persist:
-            if item.visible_to_clients:
+            if item.visible_to_clients or item.out_of_band_membership:
                 event = item.event
                 affected = (event.state_key,) if event.type == MEMBER and event.state_key else ()
                 self._notifier.notify_new_event(event.room_id, item.stream_ordering, affected)

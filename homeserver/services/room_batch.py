@@ -139,14 +139,26 @@ class BatchApplier:
         soft_failed: bool = False,
         rejection_reason: str | None = None,
         txn: ClientTransaction | None = None,
+        has_stored_child: bool = False,
+        out_of_band_membership: bool = False,
     ) -> EventToPersist:
-        """Place `event` in the batch: its stream position, state groups and room changes."""
+        """Place `event` in the batch: its stream position, state groups and room changes.
+
+        `has_stored_child`: a stored event already cites it (backfill, late arrival), so it is
+        no forward extremity. `out_of_band_membership`: an outlier membership of a local user in
+        a room this server is not in (an invite received over federation, a rejected invite).
+        """
         position = batch.positions.pop(0)
         batch.events[event.event_id] = event
         txn_response = orjson.dumps({"event_id": event.event_id}).decode() if txn else None
         if outlier:
             item = EventToPersist(
-                event, position, outlier=True, rejection_reason=rejection_reason, txn=txn
+                event,
+                position,
+                outlier=True,
+                rejection_reason=rejection_reason,
+                txn=txn,
+                out_of_band_membership=out_of_band_membership,
             )
             batch.to_persist.append(item)
             return item
@@ -174,7 +186,7 @@ class BatchApplier:
         )
         batch.to_persist.append(item)
         if rejection_reason is None and not soft_failed:
-            await self._advance_room(batch, event, state_after, after_group)
+            await self._advance_room(batch, event, state_after, after_group, has_stored_child)
             if event.type == REDACTION and event.redacts is not None:
                 await self._apply_redaction(batch, event, state_before)
         return item
@@ -195,10 +207,22 @@ class BatchApplier:
         return await self._resolve(batch, [state for state, _ in found]), None
 
     async def _advance_room(
-        self, batch: RoomBatch, event: Event, state_after: StateIds, after_group: int
+        self,
+        batch: RoomBatch,
+        event: Event,
+        state_after: StateIds,
+        after_group: int,
+        has_stored_child: bool,
     ) -> None:
         """Forward extremities and current state after an accepted event."""
         prevs = set(event.prev_event_ids)
+        if has_stored_child:
+            if batch.extremities & prevs:
+                batch.extremities -= prevs
+                batch.state, batch.state_group = await self.state_after_events(
+                    batch, sorted(batch.extremities)
+                )
+            return
         linear = batch.extremities <= prevs
         batch.extremities -= prevs
         batch.extremities.add(event.event_id)
@@ -222,6 +246,15 @@ class BatchApplier:
         auth_state = {e.state_tuple: e for e in auth.values()}
         if redaction_applies(redaction, target, auth_state):
             batch.redactions_applied[target.event_id] = redaction.event_id
+
+    async def apply_late_redactions(self, batch: RoomBatch, redactions: Mapping[str, str]) -> None:
+        """Redactions stored before their targets (`target → redaction`) that now apply."""
+        for target_id, redaction_id in redactions.items():
+            found = await self.get_events(batch, [target_id, redaction_id])
+            if target_id not in found or redaction_id not in found:
+                continue
+            before = await self._cache.get_state_before_event(redaction_id) or {}
+            await self._apply_redaction(batch, found[redaction_id], before)
 
     # --- state groups ---------------------------------------------------------------------
 

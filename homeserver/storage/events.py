@@ -42,6 +42,9 @@ class EventToPersist:
     # The client request that created it (local events), remembered with its response.
     txn: ClientTransaction | None = None
     txn_response: str | None = None
+    # An outlier m.room.member of a local user in a room we are not in (a received invite):
+    # it sets local_current_membership although it is not current state.
+    out_of_band_membership: bool = False
 
     @property
     def visible_to_clients(self) -> bool:
@@ -188,6 +191,16 @@ class EventsStore:
                 ),
             )
             await _insert_redactions_and_relations(conn, accepted, batch.redactions_applied)
+            await rooms_tables.set_out_of_band_memberships(
+                conn,
+                (
+                    (e.room_id, e.state_key, e.membership, e.event_id, p.stream_ordering)
+                    for p in accepted
+                    if p.out_of_band_membership
+                    and (e := p.event).state_key is not None
+                    and e.membership is not None
+                ),
+            )
             await rooms_tables.update_forward_extremities(
                 conn, batch.room_id, batch.extremities_removed, batch.extremities_added
             )
@@ -304,6 +317,38 @@ class EventsStore:
             limit,
         )
         return [_row_to_event_row(row) for row in rows]
+
+    async def get_pending_redactions(self, target_ids: Collection[str]) -> dict[str, str]:
+        """`target → redaction` for stored redactions naming these (newly arriving) events."""
+        rows = await self._pool.fetch(
+            "SELECT redacts, min(event_id) AS event_id FROM redactions"
+            " WHERE redacts = ANY($1::text[]) GROUP BY redacts",
+            list(target_ids),
+        )
+        return {row["redacts"]: row["event_id"] for row in rows}
+
+    async def get_events_with_children(self, event_ids: Collection[str]) -> set[str]:
+        """Which of these events some stored event already lists in its prev_events."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT prev_event_id FROM event_edges WHERE prev_event_id = ANY($1::text[])",
+            list(event_ids),
+        )
+        return {row["prev_event_id"] for row in rows}
+
+    async def get_room_ids_with_events_between(
+        self, room_ids: Collection[str], from_position: int, to_position: int
+    ) -> dict[str, int]:
+        """`room_id → newest position` for the rooms with client-visible events in
+        `(from_position, to_position]`: the rooms an incremental /sync must look at."""
+        rows = await self._pool.fetch(
+            f"SELECT e.room_id, max(e.stream_ordering) AS position FROM events e"
+            f" WHERE e.room_id = ANY($1::text[]) AND e.stream_ordering > $2"
+            f" AND e.stream_ordering <= $3 AND {_VISIBLE} GROUP BY e.room_id",
+            list(room_ids),
+            from_position,
+            to_position,
+        )
+        return {row["room_id"]: row["position"] for row in rows}
 
     async def get_redactions_of(self, event_id: str) -> list[str]:
         """Redaction events that name `event_id` (whether or not they applied)."""

@@ -143,6 +143,23 @@ async def update_current_state(
     )
 
 
+async def set_out_of_band_memberships(
+    conn: asyncpg.Connection, rows: Iterable[tuple[str, str, str, str, int]]
+) -> None:
+    """`(room_id, user_id, membership, event_id, stream_ordering)` of local users' memberships
+    in rooms this server has no state for (received invites, their rejections)."""
+    rows = list(rows)
+    if rows:
+        await conn.executemany(
+            "INSERT INTO local_current_membership"
+            " (room_id, user_id, membership, event_id, stream_ordering)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+            " membership = EXCLUDED.membership, event_id = EXCLUDED.event_id,"
+            " stream_ordering = EXCLUDED.stream_ordering",
+            rows,
+        )
+
+
 async def insert_memberships(
     conn: asyncpg.Connection, rows: Iterable[tuple[str, str, str, str, str, int]]
 ) -> None:
@@ -186,7 +203,7 @@ class RoomsStore:
 
     async def set_room_is_public(self, room_id: str, is_public: bool) -> bool:
         """Publish or unpublish in the room directory; False if the room is unknown."""
-        result = await self._pool.execute(
+        result: str = await self._pool.execute(
             "UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public
         )
         return result != "UPDATE 0"

@@ -27,6 +27,7 @@ from tests.services.pipeline_harness import (
 )
 
 REMOTE_USER = "@carol:remote.test"
+REMOTE_KEY = generate_signing_key("remote")
 
 
 async def send_message(h: Any, room_id: str, body: str, sender: str = ALICE, **kw: Any) -> Event:
@@ -270,23 +271,35 @@ async def test_explicit_prev_events_fork_the_dag_and_the_next_event_merges_it(
     assert await h.rooms.get_forward_extremities(room_id) == {merge.event_id}
 
 
-def remote_join(room_id: str, prev: Event, auth: list[Event]) -> Event:
-    key = generate_signing_key("remote")
-    pdu = {
+def remote_event(
+    room_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    prev: Event,
+    auth: list[Event],
+    state_key: str | None = None,
+) -> Event:
+    """An event built and signed by remote.test, as it would arrive over federation."""
+    pdu: dict[str, Any] = {
         "room_id": room_id,
-        "type": MEMBER,
-        "state_key": REMOTE_USER,
+        "type": event_type,
         "sender": REMOTE_USER,
-        "content": {"membership": "join"},
+        "content": content,
         "depth": prev.depth + 1,
         "origin_server_ts": 1,
         "prev_events": [prev.event_id],
         "auth_events": [e.event_id for e in auth],
     }
-    pdu = add_hashes_and_signatures(pdu, V11, "remote.test", key)
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    pdu = add_hashes_and_signatures(pdu, V11, "remote.test", REMOTE_KEY)
     event = Event.from_pdu(pdu, V11)
     assert event.event_id == compute_event_id(pdu, V11)
     return event
+
+
+def remote_join(room_id: str, prev: Event, auth: list[Event]) -> Event:
+    return remote_event(room_id, MEMBER, {"membership": "join"}, prev, auth, REMOTE_USER)
 
 
 async def test_remote_event_goes_through_the_same_persist_path(pool: asyncpg.Pool) -> None:
@@ -348,3 +361,61 @@ async def test_room_creation_with_a_forbidden_initial_event_creates_nothing(
     assert raised.value.status == 403
     assert await count_rows(pool, "events") == 0
     assert await count_rows(pool, "rooms") == 0
+
+
+async def test_redaction_received_before_its_target_applies_when_the_target_arrives(
+    pool: asyncpg.Pool,
+) -> None:
+    h = await make_harness(pool)
+    room_id, events = await create_room(h)
+    create, power_levels, join_rules = events[0], events[2], events[3]
+    join = remote_join(room_id, events[-1], [create, power_levels, join_rules])
+    await h.pipeline.persist_remote_event(join, dict(await h.cache.get_current_state_ids(room_id)))
+    auth = [create, power_levels, join]
+    message = remote_event(room_id, "m.room.message", {"body": "oops"}, join, auth)
+    redaction = remote_event(
+        room_id, "m.room.redaction", {"redacts": message.event_id}, message, auth
+    )
+    state = dict(await h.cache.get_current_state_ids(room_id))
+
+    await h.pipeline.persist_remote_event(redaction, state)  # the message is still missing
+    await h.pipeline.persist_remote_event(message, state)  # e.g. fetched by get_missing_events
+
+    rows = await h.events.get_event_rows([message.event_id])
+    assert rows[message.event_id].redacted_because == redaction.event_id
+    # The message already has a child, so it does not become a forward extremity.
+    assert await h.rooms.get_forward_extremities(room_id) == {redaction.event_id}
+
+
+async def test_received_invite_for_a_room_we_are_not_in_reaches_the_invitee(
+    pool: asyncpg.Pool,
+) -> None:
+    h = await make_harness(pool)
+    remote_room = "!elsewhere:remote.test"
+    invite_pdu = {
+        "room_id": remote_room,
+        "type": MEMBER,
+        "state_key": BOB,
+        "sender": REMOTE_USER,
+        "content": {"membership": "invite"},
+        "depth": 5,
+        "origin_server_ts": 1,
+        "prev_events": ["$" + "A" * 43],
+        "auth_events": ["$" + "B" * 43],
+    }
+    invite = Event.from_pdu(
+        add_hashes_and_signatures(invite_pdu, V11, "remote.test", REMOTE_KEY), V11
+    )
+    waiter = asyncio.create_task(
+        h.notifier.wait_for_events(BOB, [], h.tracker.current_position, 5_000)
+    )
+    await asyncio.sleep(0)
+
+    position = await h.pipeline.persist_remote_event(
+        invite, None, outlier=True, out_of_band_membership=True
+    )
+
+    assert await asyncio.wait_for(waiter, 1) == position
+    [membership] = await h.rooms.get_local_memberships(BOB)
+    assert (membership.room_id, membership.membership) == (remote_room, "invite")
+    assert await h.rooms.get_current_state_ids(remote_room) == {}
