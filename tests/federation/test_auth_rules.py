@@ -184,6 +184,22 @@ def test_an_event_whose_room_is_not_that_of_the_create_event_is_rejected(
     assert not allowed(message, room.auth_state())
 
 
+@pytest.mark.parametrize("room_version", ALL, ids=ids(ALL))
+def test_a_create_event_of_another_room_version_in_the_auth_state_is_rejected(
+    room_version: RoomVersion,
+) -> None:
+    room = standard_room(room_version)
+    message = room.build("m.room.message", CREATOR, {"body": "hi"})
+    other_version = KNOWN_ROOM_VERSIONS["1" if room_version.identifier != "1" else "2"]
+    state = room.auth_state()
+    state[C] = make_event(
+        other_version, room.create.event_id, "m.room.create", CREATOR, state_key="",
+        content={"creator": CREATOR}, room_id=room.room_id,
+    )  # fmt: skip
+    with pytest.raises(AuthError, match="room version"):
+        check_auth_rules(message, state)
+
+
 # --- Auth events selection -------------------------------------------------------------------
 
 C, PL, JR = ("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.join_rules", "")
@@ -337,6 +353,12 @@ def test_events_handed_in_that_the_event_does_not_list_are_rejected(
 ) -> None:
     room, message = room_with_message(room_version)
     assert not listed_ok(message, [*listed(room, message), room.state[JR]])
+    # the right kind of event, but not the one listed
+    old_power = room.state[PL]
+    new_power = room.add("m.room.power_levels", CREATOR, dict(old_power.content), state_key="")
+    swapped = [new_power if e == old_power else e for e in listed(room, message)]
+    with pytest.raises(AuthError, match="not among"):
+        check_listed_auth_events(message, swapped, ())
 
 
 @pytest.mark.parametrize("room_version", ALL, ids=ids(ALL))

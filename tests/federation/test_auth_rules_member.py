@@ -549,3 +549,14 @@ def test_an_invite_event_built_outside_the_room_helper_is_checked_the_same() -> 
         room_id=room.room_id,
     )  # fmt: skip
     check_auth_rules(event, room.auth_state())
+
+
+PRE_KNOCK = [v for v in ALL if not v.knock_join_rule]
+
+
+@pytest.mark.parametrize("room_version", PRE_KNOCK, ids=ids(PRE_KNOCK))
+def test_a_knock_membership_cannot_be_left_before_v7(room_version: RoomVersion) -> None:
+    # Such a membership can only be in state unchecked; leaving it is not a retraction.
+    room = standard_room(room_version)
+    room.member(ALICE, "knock")
+    assert not allowed(room.member_event(ALICE, "leave"), room)

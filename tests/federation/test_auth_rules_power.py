@@ -284,3 +284,21 @@ def test_the_creator_is_bound_by_their_level_before_v12(room_version: RoomVersio
     room = moderated_room(room_version)
     event = power_levels_change(room, CREATOR, setter("users", ADMIN, value=101))
     assert allowed(event, room) is room_version.privileged_room_creators
+
+
+@pytest.mark.parametrize("room_version", INTEGER_ONLY, ids=ids(INTEGER_ONLY))
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [
+        ({"ban": "50"}, "ban must be an integer"),
+        ({"events": {"m.room.name": "50"}}, "events must be an object of integer"),
+        ({"notifications": "room"}, "notifications must be an object of integer"),
+    ],
+)
+def test_v10_names_the_level_that_is_not_an_integer(
+    room_version: RoomVersion, update: dict[str, Any], reason: str
+) -> None:
+    room = moderated_room(room_version)
+    event = power_levels_change(room, ADMIN, lambda content: content.update(update))
+    with pytest.raises(AuthError, match=reason):
+        check_auth_rules(event, room.auth_state())
