@@ -14,6 +14,7 @@ rather than one per message, with the same ordering and the same answer to each 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,7 +42,7 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.room_batch import BatchApplier, RoomBatch
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
-from homeserver.storage.events import EventsStore
+from homeserver.storage.events import EventsStore, EventToPersist
 from homeserver.storage.rooms import ClientTransaction, RoomsStore
 
 logger = logging.getLogger(__name__)
@@ -217,21 +218,19 @@ class EventPipeline:
         """
         state_events = sum(1 for r in requests if r.new.state_key is not None)
         explicit = sum(1 for r in requests if r.prev_event_ids is not None)
+        batch.state_group_hint = 1 + state_events + 2 * explicit
         built: list[tuple[_Request, Event]] = []
-        allocate = self._allocator(batch, 1 + state_events + 2 * explicit)
-        async with self._tracker.allocate(allocate, len(requests)) as positions:
-            batch.positions = list(positions)
-            for request in requests:
-                try:
-                    event = await self._build_and_add(batch, request)
-                except MatrixError as e:
-                    if atomic:
-                        raise
-                    request.future.set_exception(e)
-                    continue
-                built.append((request, event))
-            if built:
-                await self._commit(batch)
+        for request in requests:
+            try:
+                event = await self._build_and_add(batch, request)
+            except MatrixError as e:
+                if atomic:
+                    raise
+                request.future.set_exception(e)
+                continue
+            built.append((request, event))
+        if built:
+            await self._commit(batch)
         for request, event in built:
             if not request.future.done():
                 request.future.set_result(event)
@@ -349,54 +348,58 @@ class EventPipeline:
         ids = [i.event.event_id for i in items]
         with_children = await self._events.get_events_with_children(ids)
         late_redactions = await self._events.get_pending_redactions(ids)
-        allocate = self._allocator(batch, 2 * len(items))
-        async with self._tracker.allocate(allocate, len(items)) as positions:
-            batch.positions = list(positions)
-            for item in items:
-                if not item.outlier and item.state_before is None:
-                    raise ValueError(f"{item.event.event_id}: state_before is required")
-                persisted = await self._applier.add_event(
-                    batch,
-                    item.event,
-                    item.state_before or {},
-                    None,
-                    outlier=item.outlier,
-                    soft_failed=item.soft_failed,
-                    rejection_reason=item.rejected_reason,
-                    has_stored_child=item.event.event_id in with_children,
-                    out_of_band_membership=item.out_of_band_membership,
-                )
-                result[item.event.event_id] = persisted.stream_ordering
-            await self._applier.apply_late_redactions(batch, late_redactions)
-            await self._commit(batch)
-        await self._run_hooks([p.event for p in batch.to_persist if p.visible_to_clients])
+        batch.state_group_hint = 2 * len(items)
+        for item in items:
+            if not item.outlier and item.state_before is None:
+                raise ValueError(f"{item.event.event_id}: state_before is required")
+            await self._applier.add_event(
+                batch,
+                item.event,
+                item.state_before or {},
+                None,
+                outlier=item.outlier,
+                soft_failed=item.soft_failed,
+                rejection_reason=item.rejected_reason,
+                has_stored_child=item.event.event_id in with_children,
+                out_of_band_membership=item.out_of_band_membership,
+            )
+        await self._applier.apply_late_redactions(batch, late_redactions)
+        persisted = await self._commit(batch)
+        result.update((p.event.event_id, p.stream_ordering) for p in persisted)
+        await self._run_hooks([p.event for p in persisted if p.visible_to_clients])
         return result
 
     # --- the one persist path -------------------------------------------------------------
 
-    def _allocator(
-        self, batch: RoomBatch, state_groups: int
-    ) -> Callable[[int], Awaitable[list[int]]]:
-        async def allocate(count: int) -> list[int]:
-            positions, batch.group_ids = await self._events.allocate_ids(count, state_groups)
-            return positions
+    async def _commit(self, batch: RoomBatch) -> list[EventToPersist]:
+        """One transaction for the whole batch; then memory catches up and waiters wake.
 
-        return allocate
+        Stream positions are taken only now, so they stay in flight (holding back every
+        reader's position) for no longer than the transaction itself.
+        """
+        count = len(batch.to_persist)
+        async with self._tracker.allocate(self._events.allocate_stream_positions, count) as ps:
+            items = [
+                dataclasses.replace(p, stream_ordering=s)
+                for p, s in zip(batch.to_persist, ps, strict=True)
+            ]
+            await self._events.persist(batch.to_persist_batch(items, self._clock()))
+            self._state.cache_events(batch.events.values())
+            for group in batch.groups:
+                state = batch.group_states.get(group.state_group)
+                self._state.cache_state_group(group.info, state)
+            for event_id, (after, before) in batch.event_groups.items():
+                self._state.cache_event_groups(event_id, after, before)
+            self._state.set_room_state(batch.room_state())
+            for item in items:
+                if item.visible_to_clients or item.out_of_band_membership:
+                    self._notify(item)
+        return items
 
-    async def _commit(self, batch: RoomBatch) -> None:
-        """One transaction for the whole batch; then memory catches up and waiters wake."""
-        await self._events.persist(batch.to_persist_batch(self._clock()))
-        self._state.cache_events(batch.events.values())
-        for group in batch.groups:
-            self._state.cache_state_group(group.info, batch.group_states.get(group.state_group))
-        for event_id, (after, before) in batch.event_groups.items():
-            self._state.cache_event_groups(event_id, after, before)
-        self._state.set_room_state(batch.room_state())
-        for item in batch.to_persist:
-            if item.visible_to_clients or item.out_of_band_membership:
-                event = item.event
-                affected = (event.state_key,) if event.type == MEMBER and event.state_key else ()
-                self._notifier.notify_new_event(event.room_id, item.stream_ordering, affected)
+    def _notify(self, item: EventToPersist) -> None:
+        event = item.event
+        affected = (event.state_key,) if event.type == MEMBER and event.state_key else ()
+        self._notifier.notify_new_event(event.room_id, item.stream_ordering, affected)
 
     async def _run_hooks(self, events: Sequence[Event]) -> None:
         if not events:

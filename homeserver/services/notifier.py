@@ -38,6 +38,9 @@ class Notifier:
         self._room_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._user_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._pending: list[_Pending] = []
+        # Announcements start at construction (process start): for an older token we do not
+        # know what changed in between, so the reader must look in storage rather than wait.
+        self._start_position = tracker.current_position
         tracker.add_listener(self._on_advance)
 
     @property
@@ -70,7 +73,9 @@ class Notifier:
             _wake(self._user_waiters.pop(user_id, ()))
 
     def has_new_events(self, user_id: str, room_ids: Collection[str], from_position: int) -> bool:
-        """Whether anything visible to this reader was announced after `from_position`."""
+        """Whether anything visible to this reader may have happened after `from_position`."""
+        if from_position < self._start_position:
+            return True
         if self._user_positions.get(user_id, 0) > from_position:
             return True
         return any(self._room_positions.get(r, 0) > from_position for r in room_ids)

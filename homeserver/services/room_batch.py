@@ -40,7 +40,8 @@ class RoomBatch:
     extremities: set[str]
     new_room: bool = False
     is_public: bool = False
-    positions: list[int] = field(default_factory=list)
+    # How many state groups the batch will likely write: allocated in one round trip.
+    state_group_hint: int = 4
     group_ids: list[int] = field(default_factory=list)
     events: dict[str, Event] = field(default_factory=dict)
     to_persist: list[EventToPersist] = field(default_factory=list)
@@ -76,13 +77,14 @@ class RoomBatch:
             is_public=is_public,
         )
 
-    def to_persist_batch(self, now_ms: int) -> PersistBatch:
+    def to_persist_batch(self, items: Sequence[EventToPersist], now_ms: int) -> PersistBatch:
+        """What the transaction writes; `items` are `to_persist` with their stream positions."""
         assert self.room_id is not None
         upserts = {k: v for k, v in self.state.items() if self.initial_state.get(k) != v}
         removed = [k for k in self.initial_state if k not in self.state]
         return PersistBatch(
             room_id=self.room_id,
-            events=self.to_persist,
+            events=items,
             now_ms=now_ms,
             new_room=(
                 NewRoom(self.room_id, self.room_version.identifier, now_ms, self.is_public)
@@ -148,7 +150,7 @@ class BatchApplier:
         no forward extremity. `out_of_band_membership`: an outlier membership of a local user in
         a room this server is not in (an invite received over federation, a rejected invite).
         """
-        position = batch.positions.pop(0)
+        position = 0  # the stream position is assigned at commit
         batch.events[event.event_id] = event
         txn_response = orjson.dumps({"event_id": event.event_id}).decode() if txn else None
         if outlier:
@@ -296,7 +298,8 @@ class BatchApplier:
 
     async def _next_group_id(self, batch: RoomBatch) -> int:
         if not batch.group_ids:
-            _, batch.group_ids = await self._events.allocate_ids(0, 4)
+            _, batch.group_ids = await self._events.allocate_ids(0, max(batch.state_group_hint, 1))
+            batch.state_group_hint = 4
         return batch.group_ids.pop(0)
 
     # --- state resolution -----------------------------------------------------------------

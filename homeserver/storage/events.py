@@ -163,6 +163,10 @@ class EventsStore:
         assert row is not None
         return sorted(row["p"]), sorted(row["g"])
 
+    async def allocate_stream_positions(self, count: int) -> list[int]:
+        positions, _ = await self.allocate_ids(count, 0)
+        return positions
+
     async def persist(self, batch: PersistBatch) -> None:
         """Write a batch of events of one room and everything they change, atomically."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -173,3 +173,11 @@ async def test_out_of_order_commits_in_two_rooms_never_skip_an_event(pool: async
         room_a, start, h.tracker.current_position, 10
     )
     assert [r.event.event_id for r in timeline] == [event_a.event_id]
+
+
+async def test_token_older_than_the_process_returns_at_once() -> None:
+    tracker = StreamTracker("events", 500)  # restarted with events up to 500 in storage
+    notifier = Notifier(tracker)
+    result = await asyncio.wait_for(notifier.wait_for_events(ALICE, ["!a:x"], 400, 10_000), 0.1)
+    assert result == 500
+    assert notifier.waiter_count("!a:x") == 0
