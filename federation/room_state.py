@@ -176,31 +176,38 @@ def user_power_level(state: StateMap, user_id: str) -> PowerLevel:
     privileged = create is not None and create.room_version.privileged_room_creators
     if privileged and user_id in room_creators(state):
         return INFINITE_POWER
-    levels = get_power_levels_content(state)
-    if levels is None:
+    event = get_power_levels_event(state)
+    if event is None:
         return CREATOR_DEFAULT_LEVEL if user_id in room_creators(state) else 0
-    users: dict[str, int] = levels["users"]
-    if user_id in users:
-        return users[user_id]
-    return int(levels.get("users_default", NAMED_LEVEL_DEFAULTS["users_default"]))
+    level = _level_in(event, "users", user_id)
+    return level if level is not None else named_power_level(state, "users_default")
 
 
 def named_power_level(state: StateMap, name: str) -> int:
     """A named level (`invite`, `kick`, `ban`, `redact`, `*_default`) with its spec default."""
-    default = NAMED_LEVEL_DEFAULTS[name]
-    levels = get_power_levels_content(state)
-    if levels is None:
-        return default
-    return int(levels.get(name, default))
+    event = get_power_levels_event(state)
+    level = None if event is None else _try_parse(event.content.get(name), event.room_version)
+    return level if level is not None else NAMED_LEVEL_DEFAULTS[name]
 
 
 def required_power_level(state: StateMap, event_type: str, is_state: bool) -> int:
     """S2S "Definitions", *required power level*: `events[type]`, else state/events default."""
-    levels = get_power_levels_content(state)
-    events: dict[str, int] = {} if levels is None else levels["events"]
-    if event_type in events:
-        return events[event_type]
+    event = get_power_levels_event(state)
+    level = None if event is None else _level_in(event, "events", event_type)
+    if level is not None:
+        return level
     return named_power_level(state, "state_default" if is_state else "events_default")
+
+
+def _level_in(power_levels: Event, map_name: str, key: str) -> int | None:
+    """One entry of a level map, parsed; None when absent (or, leniently, unparseable).
+
+    Reads only that entry: these lookups run for every auth check, over rooms with many users.
+    """
+    levels = power_levels.content.get(map_name)
+    if not isinstance(levels, Mapping) or key not in levels:
+        return None
+    return _try_parse(levels[key], power_levels.room_version)
 
 
 def membership_of(state: StateMap, user_id: str) -> str:
