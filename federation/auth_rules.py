@@ -131,9 +131,10 @@ def check_auth_rules(event: Event, auth_state: StateMap) -> None:
 
     `auth_state` maps `(type, state_key)` to events: the event's auth events, or the state
     before it, or the current state. It must include the m.room.create event, also in v12 where
-    the create event is not listed in `auth_events`. Signatures are assumed checked on receipt;
-    for `join_authorised_via_users_server` only the presence of that server's signature is
-    checked here.
+    the create event is not listed in `auth_events`; the caller hands in only an accepted (not
+    rejected) create event (v12 rule 2). The checks on the listed auth events themselves (rule 3)
+    are `check_listed_auth_events`. Signatures are assumed checked on receipt; for
+    `join_authorised_via_users_server` only the presence of that server's signature is checked.
     """
     room_version = event.room_version
     if event.type == CREATE:
