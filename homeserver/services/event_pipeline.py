@@ -14,16 +14,14 @@ rather than one per message, with the same ordering and the same answer to each 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import orjson
 
-from federation.ids import server_name_of
 from federation.pdu import Event
 from federation.room_state import CREATE, StateKey
 from federation.room_versions import RoomVersion
@@ -40,6 +38,7 @@ from homeserver.services.event_builder import (
 )
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_batch import BatchApplier, RoomBatch
+from homeserver.services.room_writers import RoomWriters
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
 from homeserver.storage.events import EventsStore, EventToPersist
@@ -79,14 +78,6 @@ class _Request:
     future: asyncio.Future[Event]
 
 
-@dataclass(slots=True)
-class _RoomWriter:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    queue: list[_Request] = field(default_factory=list)
-    drainer: asyncio.Task[None] | None = None
-    users: int = 0
-
-
 class EventPipeline:
     def __init__(
         self,
@@ -111,9 +102,11 @@ class EventPipeline:
         self._signing_key = signing_key
         self._hooks = list(on_persisted)
         self._clock = clock
-        self._max_batch = max_batch
         self._applier = BatchApplier(state, events)
-        self._writers: dict[str, _RoomWriter] = {}
+        self._writers: RoomWriters[_Request] = RoomWriters(self._process_local, _fail, max_batch)
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.startswith("@") and user_id.partition(":")[2] == self._server_name
 
     def add_persisted_hook(self, hook: PersistedHook) -> None:
         """`hook(events)` runs after each commit with the new accepted timeline events."""
@@ -140,14 +133,11 @@ class EventPipeline:
         event. Raises `MatrixError` (403 M_FORBIDDEN with the auth rule's reason, 404 for an
         unknown room, 400/413 for a malformed event).
         """
-        if server_name_of(sender) != self._server_name:
+        if not self._is_local(sender):
             raise MatrixError(403, "M_FORBIDDEN", f"{sender} is not a user of this server")
         new = NewEvent(event_type, sender, dict(content), state_key, extra_pdu_fields)
         request = _Request(new, prev_event_ids, txn, asyncio.get_running_loop().create_future())
-        writer = self._writers.setdefault(room_id, _RoomWriter())
-        writer.queue.append(request)
-        if writer.drainer is None:
-            writer.drainer = asyncio.create_task(self._drain(room_id, writer))
+        self._writers.submit(room_id, request)
         # Shielded: a client that goes away does not abort the batch of the others.
         return await asyncio.shield(request.future)
 
@@ -173,33 +163,13 @@ class EventPipeline:
         elif await self._rooms.get_room_version(room_id) is not None:
             raise MatrixError(400, "M_ROOM_IN_USE", f"room {room_id} already exists")
         for new in events:
-            if server_name_of(new.sender) != self._server_name:
+            if not self._is_local(new.sender):
                 raise MatrixError(403, "M_FORBIDDEN", f"{new.sender} is not a local user")
         loop = asyncio.get_running_loop()
         requests = [_Request(new, None, None, loop.create_future()) for new in events]
         batch = RoomBatch.new(room_id, room_version, is_public)
         await self._run_local(batch, requests, atomic=True)
         return [request.future.result() for request in requests]
-
-    async def _drain(self, room_id: str, writer: _RoomWriter) -> None:
-        writer.users += 1
-        try:
-            while writer.queue:
-                requests = writer.queue[: self._max_batch]
-                del writer.queue[: self._max_batch]
-                async with writer.lock:
-                    try:
-                        await self._process_local(room_id, requests)
-                    except Exception as e:
-                        _fail(requests, e)
-                    except BaseException:
-                        for request in requests:
-                            request.future.cancel()
-                        raise
-        finally:
-            writer.drainer = None
-            writer.users -= 1
-            self._forget_idle_writer(room_id, writer)
 
     async def _process_local(self, room_id: str, requests: list[_Request]) -> None:
         room = await self._state.get_room_state(room_id)
@@ -323,14 +293,8 @@ class EventPipeline:
     ) -> dict[str, int]:
         """Persist received events of one room in one transaction, in the order given (auth
         events before the events they authorise). Already stored events are skipped."""
-        writer = self._writers.setdefault(room_id, _RoomWriter())
-        writer.users += 1
-        try:
-            async with writer.lock:
-                return await self._persist_remote(room_id, items)
-        finally:
-            writer.users -= 1
-            self._forget_idle_writer(room_id, writer)
+        async with self._writers.exclusive(room_id):
+            return await self._persist_remote(room_id, items)
 
     async def _persist_remote(self, room_id: str, items: Sequence[RemoteEvent]) -> dict[str, int]:
         stored = await self._events.get_event_rows(i.event.event_id for i in items)
@@ -380,8 +344,7 @@ class EventPipeline:
         count = len(batch.to_persist)
         async with self._tracker.allocate(self._events.allocate_stream_positions, count) as ps:
             items = [
-                dataclasses.replace(p, stream_ordering=s)
-                for p, s in zip(batch.to_persist, ps, strict=True)
+                replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, ps, strict=True)
             ]
             await self._events.persist(batch.to_persist_batch(items, self._clock()))
             self._state.cache_events(batch.events.values())
@@ -411,21 +374,19 @@ class EventPipeline:
                 # The events are committed; a failing consumer must not fail the sender.
                 logger.exception("on_persisted hook %r failed", hook)
 
-    def _forget_idle_writer(self, room_id: str, writer: _RoomWriter) -> None:
-        idle = writer.users == 0 and writer.drainer is None and not writer.queue
-        if idle and not writer.lock.locked() and self._writers.get(room_id) is writer:
-            del self._writers[room_id]
-
     async def close(self) -> None:
         """Wait for queued local events to be committed (shutdown)."""
-        drainers = [w.drainer for w in self._writers.values() if w.drainer is not None]
-        await asyncio.gather(*drainers, return_exceptions=True)
+        await self._writers.close()
 
 
-def _fail(requests: Sequence[_Request], error: Exception) -> None:
+def _fail(requests: Sequence[_Request], error: BaseException) -> None:
     for request in requests:
-        if not request.future.done():
+        if request.future.done():
+            continue
+        if isinstance(error, Exception):
             request.future.set_exception(error)
+        else:
+            request.future.cancel()
 
 
 def _copy_outcome_to(target: asyncio.Future[Event]) -> Callable[[asyncio.Future[Event]], None]:

@@ -1,9 +1,9 @@
 """Events and the DAG: the one persist transaction every event ends in, and event reads.
 
-Tables (schema/0002_rooms_events.sql): `events`, `event_edges`, `event_auth_edges`,
-`redactions`, `event_relations`; `persist` also writes the state tables
-(homeserver/storage/state.py) and the room tables (homeserver/storage/rooms.py) in the same
-transaction, so a crash leaves either all of an event batch or none of it.
+Tables (schema/0002_rooms_events.sql): `events`, `event_edges`, `event_auth_edges`; `persist`
+also writes the state tables (storage/state.py), the room tables (storage/rooms.py) and
+redactions and relations (storage/relations.py) in the same transaction, so a crash leaves
+either all of an event batch or none of it.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import orjson
 
 from federation.pdu import Event
 from federation.room_versions import room_version
+from homeserver.storage import relations as relations_tables
 from homeserver.storage import rooms as rooms_tables
 from homeserver.storage import state as state_tables
 from homeserver.storage.rooms import ClientTransaction, CurrentStateDelta, NewRoom
 from homeserver.storage.state import NewStateGroup
 
 MEMBER: Final = "m.room.member"
-REDACTION: Final = "m.room.redaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +105,6 @@ def decode_pdu(text: str) -> dict[str, Any]:
     return value
 
 
-def relation_of(event: Event) -> tuple[str, str, str | None] | None:
-    """`(relates_to_id, rel_type, aggregation key)` from `content["m.relates_to"]`
-    (C-S "Forming relationships between events"); None if absent or malformed."""
-    relates_to = event.content.get("m.relates_to")
-    if not isinstance(relates_to, Mapping):
-        return None
-    parent, rel_type = relates_to.get("event_id"), relates_to.get("rel_type")
-    if not isinstance(parent, str) or not isinstance(rel_type, str):
-        return None
-    key = relates_to.get("key") if rel_type == "m.annotation" else None
-    return parent, rel_type, key if isinstance(key, str) else None
-
-
 _EVENT_COLUMNS: Final = """
     e.event_id, e.json, r.room_version, e.stream_ordering, e.outlier, e.soft_failed,
     e.rejection_reason, e.redacted_because, e.txn_device_id, e.txn_id
@@ -194,7 +181,12 @@ class EventsStore:
                     and e.membership is not None
                 ),
             )
-            await _insert_redactions_and_relations(conn, accepted, batch.redactions_applied)
+            await relations_tables.insert_redactions(
+                conn, [p.event for p in accepted], batch.redactions_applied
+            )
+            await relations_tables.insert_relations(
+                conn, [p.event for p in accepted if not p.outlier]
+            )
             await rooms_tables.set_out_of_band_memberships(
                 conn,
                 (
@@ -405,38 +397,4 @@ async def _insert_edges(conn: asyncpg.Connection, events: Sequence[EventToPersis
             "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING",
             auth_edges,
-        )
-
-
-async def _insert_redactions_and_relations(
-    conn: asyncpg.Connection,
-    accepted: Sequence[EventToPersist],
-    redactions_applied: Mapping[str, str],
-) -> None:
-    redactions = [
-        (p.event.event_id, p.event.redacts)
-        for p in accepted
-        if p.event.type == REDACTION and p.event.redacts is not None
-    ]
-    if redactions:
-        await conn.executemany(
-            "INSERT INTO redactions (event_id, redacts) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            redactions,
-        )
-    if redactions_applied:
-        await conn.executemany(
-            "UPDATE events SET redacted_because = $2"
-            " WHERE event_id = $1 AND redacted_because IS NULL",
-            list(redactions_applied.items()),
-        )
-    relations = [
-        (p.event.event_id, *relation)
-        for p in accepted
-        if not p.outlier and (relation := relation_of(p.event)) is not None
-    ]
-    if relations:
-        await conn.executemany(
-            "INSERT INTO event_relations (event_id, relates_to_id, relation_type, aggregation_key)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            relations,
         )
