@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import asyncpg
 from aiohttp import web
 
+from federation.room_versions import KNOWN_ROOM_VERSIONS
 from federation.signing import SigningKey
 from homeserver.config import Config, ListenerConfig
 from homeserver.errors import error_middleware
 from homeserver.http import health
-from homeserver.http.client import versions
+from homeserver.http.client import (
+    account,
+    admin_register,
+    capabilities,
+    devices,
+    login,
+    register,
+    versions,
+)
+from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import keys as federation_keys
 from homeserver.http.federation import version as federation_version
 from homeserver.http.middleware import (
@@ -30,11 +40,38 @@ from homeserver.http.middleware import (
     body_limit_middleware,
     cors_middleware,
 )
+from homeserver.services.accounts import AccountService
+from homeserver.services.auth import Authenticator
+from homeserver.services.credentials import PasswordChecker
+from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.uia import UserInteractiveAuth
 
 ListenerType = Literal["client", "federation"]
 
 CLIENT: Final = "client"
 FEDERATION: Final = "federation"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountServices:
+    """Accounts and sessions: one set per process, so every listener shares the token cache
+    and the rate-limit buckets."""
+
+    auth: ClientAuth  # handed to every client handler module that needs a Requester
+    passwords: PasswordChecker
+    uia: UserInteractiveAuth
+    accounts: AccountService
+
+    @classmethod
+    def build(cls, config: Config, pool: asyncpg.Pool) -> AccountServices:
+        authenticator = Authenticator(pool)
+        passwords = PasswordChecker(pool, config.server_name)
+        return cls(
+            auth=ClientAuth(authenticator, RateLimiter(config.rate_limits)),
+            passwords=passwords,
+            uia=UserInteractiveAuth(pool, passwords),
+            accounts=AccountService(pool, config.server_name, authenticator),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +83,10 @@ class Dependencies:
     signing_key: SigningKey
     # The newest migration this code ships; /health compares the database against it.
     schema_version: int
+    account_services: AccountServices = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +155,28 @@ def build_application(deps: Dependencies, types: frozenset[ListenerType]) -> web
 def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     versions.add_routes(router, deps.config)
     health.add_routes(router, deps.pool, deps.schema_version)
+    _add_account_routes(router, deps)
+
+
+def _add_account_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    config, services = deps.config, deps.account_services
+    auth, accounts, uia = services.auth, services.accounts, services.uia
+    register.add_routes(
+        router, auth, accounts, uia, registration_enabled=config.registration.enabled
+    )
+    login.add_routes(
+        router,
+        auth,
+        accounts,
+        services.passwords,
+        client_base_url=versions.client_base_url(config),
+    )
+    account.add_routes(router, auth, accounts, uia)
+    devices.add_routes(router, auth, accounts, uia)
+    capabilities.add_routes(router, auth, KNOWN_ROOM_VERSIONS, config.default_room_version)
+    admin_register.add_routes(
+        router, deps.pool, accounts, config.registration.shared_secret
+    )
 
 
 def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
