@@ -43,8 +43,15 @@ from homeserver.http.middleware import (
 from homeserver.services.accounts import AccountService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
+from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.notifier import Notifier
 from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.state import RoomStateCache
+from homeserver.services.streams import StreamTracker
 from homeserver.services.uia import UserInteractiveAuth
+from homeserver.storage.events import EventsStore
+from homeserver.storage.rooms import RoomsStore
+from homeserver.storage.state import StateStore
 
 ListenerType = Literal["client", "federation"]
 
@@ -75,18 +82,66 @@ class AccountServices:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomEngine:
+    """Rooms' storage, state cache, stream positions and THE event pipeline (GUIDE.md)."""
+
+    events: EventsStore
+    rooms: RoomsStore
+    state_store: StateStore
+    state: RoomStateCache
+    tracker: StreamTracker
+    notifier: Notifier
+    pipeline: EventPipeline
+
+    @classmethod
+    async def start(cls, config: Config, pool: asyncpg.Pool, signing_key: SigningKey) -> RoomEngine:
+        events = EventsStore(pool, config.server_name)
+        rooms = RoomsStore(pool)
+        state_store = StateStore(pool)
+        state = RoomStateCache(events, rooms, state_store)
+        # Stream positions live in the database, so /sync tokens survive restarts.
+        tracker = StreamTracker("events", await events.get_max_stream_ordering())
+        notifier = Notifier(tracker)
+        pipeline = EventPipeline(
+            events=events,
+            rooms=rooms,
+            state=state,
+            notifier=notifier,
+            tracker=tracker,
+            server_name=config.server_name,
+            signing_key=signing_key,
+        )
+        return cls(events, rooms, state_store, state, tracker, notifier, pipeline)
+
+    async def close(self) -> None:
+        await self.pipeline.close()
+
+
+@dataclass(frozen=True, slots=True)
 class Dependencies:
-    """Everything handlers may need, built once per process by homeserver/server.py."""
+    """Everything handlers may need, built once per process by `build_dependencies`."""
 
     config: Config
     pool: asyncpg.Pool
     signing_key: SigningKey
     # The newest migration this code ships; /health compares the database against it.
     schema_version: int
+    engine: RoomEngine
     account_services: AccountServices = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+async def build_dependencies(
+    config: Config, pool: asyncpg.Pool, signing_key: SigningKey, schema_version: int
+) -> Dependencies:
+    """Wire every service once per process, after migrations, before listeners start."""
+    engine = await RoomEngine.start(config, pool, signing_key)
+    return Dependencies(config, pool, signing_key, schema_version, engine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from federation.ids import is_valid_localpart, is_valid_user_id, server_name_of
 from federation.signing import SigningKey, decode_signing_key_file
-from homeserver.app import Dependencies, ListenerSpec, build_listener_apps
+from homeserver.app import ListenerSpec, build_dependencies, build_listener_apps
 from homeserver.config import Config
 from homeserver.services.passwords import hash_password
 from homeserver.storage import database, users
@@ -130,12 +130,17 @@ async def serve(config: Config) -> int:
         await migrate(dsn, migrations)
         pool = await _create_pool(config, dsn)
         try:
-            deps = Dependencies(config, pool, signing_key, latest_version(migrations))
-            runners = await start_listeners(build_listener_apps(deps), config)
-            logger.info("Veche serving %s", config.server_name)
-            await stop.wait()
-            logger.info("shutting down")
-            await stop_listeners(runners)
+            deps = await build_dependencies(
+                config, pool, signing_key, latest_version(migrations)
+            )
+            try:
+                runners = await start_listeners(build_listener_apps(deps), config)
+                logger.info("Veche serving %s", config.server_name)
+                await stop.wait()
+                logger.info("shutting down")
+                await stop_listeners(runners)
+            finally:
+                await deps.close()
         finally:
             await _close_pool(pool)
     logger.info("stopped")

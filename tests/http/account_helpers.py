@@ -18,7 +18,7 @@ import orjson
 from argon2 import PasswordHasher
 
 from federation.signing import generate_signing_key
-from homeserver.app import Dependencies, build_listener_apps
+from homeserver.app import Dependencies, build_dependencies, build_listener_apps
 from homeserver.config import parse_config
 from homeserver.server import start_listeners, stop_listeners
 from homeserver.services import passwords
@@ -111,7 +111,7 @@ async def running_server(
 ) -> AsyncIterator[Client]:
     fast = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     original, passwords._hasher = passwords._hasher, fast  # type: ignore[misc]
-    deps = Dependencies(
+    deps = await build_dependencies(
         accounts_config(tmp_path, dsn, **config),
         pool,
         generate_signing_key(),

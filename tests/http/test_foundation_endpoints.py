@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -20,7 +21,7 @@ import signedjson.sign
 from aiohttp import web
 
 from federation.signing import SigningKey, generate_signing_key
-from homeserver.app import Dependencies, build_listener_apps
+from homeserver.app import build_dependencies, build_listener_apps
 from homeserver.config import Config, parse_config
 from homeserver.http.client.versions import client_base_url
 from homeserver.http.json_io import json_response, read_json_object
@@ -83,11 +84,20 @@ def bound_port(runner: web.AppRunner) -> int:
 
 
 async def start(
-    config: Config, pool: asyncpg.Pool, key: SigningKey, schema_version: int | None = None
+    config: Config,
+    pool: asyncpg.Pool,
+    key: SigningKey,
+    schema_version: int | None = None,
+    *,
+    engine_pool: asyncpg.Pool | None = None,
 ) -> list[web.AppRunner]:
+    """Serve `config`; handlers use `pool`. The room engine loads its stream position at
+    start-up, so a test whose `pool` is dead hands a live `engine_pool` for that."""
     if schema_version is None:
         schema_version = latest_version(load_migrations())
-    deps = Dependencies(config, pool, key, schema_version)
+    deps = await build_dependencies(config, engine_pool or pool, key, schema_version)
+    if engine_pool is not None:
+        deps = dataclasses.replace(deps, pool=pool)
     apps = build_listener_apps(deps)
     for _, app in apps:
         app.router.add_post("/_test/echo", echo_json)
@@ -228,12 +238,15 @@ async def test_health_is_503_when_schema_is_behind_the_code(
         await stop_listeners(runners)
 
 
-async def test_health_and_requests_are_503_while_database_unreachable(tmp_path: Path) -> None:
-    # A pool that has never connected and cannot: PostgreSQL "down" from the start.
+async def test_health_and_requests_are_503_while_database_unreachable(
+    tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    # A pool that has never connected and cannot: PostgreSQL "down" for every handler.
+    live_pool = pool
     dead_dsn = "postgresql://nobody@127.0.0.1:1/veche"
     pool = await database.create_pool(dead_dsn, min_connections=0, max_connections=1)
     config = make_config(tmp_path, dead_dsn, [{"type": "client", "bind": "127.0.0.1", "port": 0}])
-    runners = await start(config, pool, generate_signing_key())
+    runners = await start(config, pool, generate_signing_key(), engine_pool=live_pool)
     try:
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{bound_port(runners[0])}"
