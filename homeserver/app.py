@@ -30,6 +30,11 @@ from homeserver.http.client import (
     register,
     versions,
 )
+from homeserver.http.client import directory as directory_http
+from homeserver.http.client import membership as membership_http
+from homeserver.http.client import profile as profile_http
+from homeserver.http.client import room_send as room_send_http
+from homeserver.http.client import rooms_create as rooms_create_http
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import keys as federation_keys
 from homeserver.http.federation import version as federation_version
@@ -41,15 +46,24 @@ from homeserver.http.middleware import (
     cors_middleware,
 )
 from homeserver.services.accounts import AccountService
+from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
+from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.room_directory import RoomDirectoryService
+from homeserver.services.room_send import RoomSendService
+from homeserver.services.rooms import RoomCreationService
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
 from homeserver.services.uia import UserInteractiveAuth
+from homeserver.storage.aliases import AliasesStore
 from homeserver.storage.events import EventsStore
+from homeserver.storage.profiles import ProfilesStore
+from homeserver.storage.room_directory import RoomDirectoryStore
 from homeserver.storage.rooms import RoomsStore
 from homeserver.storage.state import StateStore
 
@@ -118,6 +132,64 @@ class RoomEngine:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomServices:
+    """Writing to rooms: creation, membership, sending, aliases, the directory, profiles.
+    Rooms on other servers need federation; those seams stay None until it is wired."""
+
+    profiles: ProfileService
+    aliases: AliasService
+    membership: MembershipService
+    creation: RoomCreationService
+    sending: RoomSendService
+    directory: RoomDirectoryService
+
+    @classmethod
+    def build(cls, config: Config, pool: asyncpg.Pool, engine: RoomEngine) -> RoomServices:
+        server_name, rooms, state = config.server_name, engine.rooms, engine.state
+        pipeline, directory_store = engine.pipeline, RoomDirectoryStore(pool)
+        profiles = ProfileService(
+            pool=pool,
+            profiles=ProfilesStore(pool),
+            rooms=rooms,
+            state=state,
+            pipeline=pipeline,
+            server_name=server_name,
+        )
+        aliases = AliasService(
+            aliases=AliasesStore(pool),
+            rooms=rooms,
+            state=state,
+            pipeline=pipeline,
+            server_name=server_name,
+        )
+        membership = MembershipService(
+            pool=pool,
+            pipeline=pipeline,
+            state=state,
+            rooms=rooms,
+            directory=directory_store,
+            aliases=aliases,
+            profiles=profiles,
+            server_name=server_name,
+        )
+        creation = RoomCreationService(
+            pipeline=pipeline,
+            aliases=aliases,
+            profiles=profiles,
+            membership=membership,
+            server_name=server_name,
+            default_room_version=config.default_room_version,
+        )
+        sending = RoomSendService(
+            pipeline=pipeline, state=state, rooms=rooms, aliases=aliases, server_name=server_name
+        )
+        directory = RoomDirectoryService(
+            rooms=rooms, directory=directory_store, state=state, server_name=server_name
+        )
+        return cls(profiles, aliases, membership, creation, sending, directory)
+
+
+@dataclass(frozen=True, slots=True)
 class Dependencies:
     """Everything handlers may need, built once per process by `build_dependencies`."""
 
@@ -128,9 +200,13 @@ class Dependencies:
     schema_version: int
     engine: RoomEngine
     account_services: AccountServices = field(init=False)
+    room_services: RoomServices = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
+        object.__setattr__(
+            self, "room_services", RoomServices.build(self.config, self.pool, self.engine)
+        )
 
     async def close(self) -> None:
         await self.engine.close()
@@ -211,6 +287,16 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     versions.add_routes(router, deps.config)
     health.add_routes(router, deps.pool, deps.schema_version)
     _add_account_routes(router, deps)
+    _add_room_routes(router, deps)
+
+
+def _add_room_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    auth, services = deps.account_services.auth, deps.room_services
+    rooms_create_http.add_routes(router, auth, services.creation)
+    membership_http.add_routes(router, auth, services.membership)
+    room_send_http.add_routes(router, auth, services.sending)
+    directory_http.add_routes(router, auth, services.aliases, services.directory)
+    profile_http.add_routes(router, auth, services.profiles)
 
 
 def _add_account_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
