@@ -15,19 +15,20 @@ unset or unknown visibility is `shared`. After leaving, a user keeps what they c
 and sees nothing sent later: rule 3 needs a join *after* the event, rule 2 a join *at* it.
 
 Every read path (/messages, /context, /event, /relations, /sync …) runs its events through
-`HistoryVisibility.filter_events`.
+`HistoryVisibility.check_events` / `filter_events` (or, by stream position, `filter_visible`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from federation.pdu import Event
 from federation.room_state import HISTORY_VISIBILITY, MEMBER
 from homeserver.services.state import RoomStateCache
 from homeserver.storage.events import EventRow
-from homeserver.storage.room_reads import Key, RoomReadsStore
+from homeserver.storage.room_reads import RoomReadsStore
 from homeserver.storage.state import StateKey
 
 WORLD_READABLE: Final = "world_readable"
@@ -36,13 +37,19 @@ INVITED: Final = "invited"
 JOINED: Final = "joined"
 KNOWN_VISIBILITIES: Final = frozenset({WORLD_READABLE, SHARED, INVITED, JOINED})
 
-
 @dataclass(frozen=True, slots=True)
 class VisibilityAt:
     """What the rules read from the room state at one point."""
 
     history_visibility: str
     membership: str  # the user's; "leave" when they have no member event
+
+
+@dataclass(frozen=True, slots=True)
+class EventVisibility:
+    visible: bool
+    # The user's membership at the event, after it (`unsigned.membership`).
+    membership: str
 
 
 def allowed_at(point: VisibilityAt, joined_later: bool) -> bool:
@@ -57,72 +64,53 @@ def allowed_at(point: VisibilityAt, joined_later: bool) -> bool:
     return visibility == INVITED and point.membership == "invite"
 
 
-def event_key(row: EventRow) -> Key:
-    """The event's topological key `(depth, stream_ordering)`."""
-    return (row.event.depth, row.stream_ordering)
-
-
-def both_sides_count(row: EventRow, user_id: str) -> bool:
+def both_sides_count(event: Event, user_id: str) -> bool:
     """History visibility events and the user's own member events are judged on the state
     before *or* after them."""
-    event = row.event
     return event.type == HISTORY_VISIBILITY or (
         event.type == MEMBER and event.state_key == user_id
     )
 
 
-class HistoryVisibility:
-    """Applies the history visibility rules to stored events for one user."""
+def judge(
+    points: tuple[VisibilityAt | None, VisibilityAt | None] | None, joined_later: bool
+) -> EventVisibility:
+    """The verdict from the state before (and, where it counts, after) an event."""
+    sides = [p for p in points or () if p is not None]
+    visible = any(allowed_at(p, joined_later) for p in sides)
+    # Membership "including any changes caused by the event" (client_event.yaml).
+    return EventVisibility(visible, sides[-1].membership if sides else "leave")
 
-    def __init__(self, cache: RoomStateCache, store: RoomReadsStore) -> None:
+
+class VisibilityLoader:
+    """Reads, from the state cache, what the rules need about the state around events."""
+
+    def __init__(self, cache: RoomStateCache) -> None:
         self._cache = cache
-        self._store = store
 
-    async def filter_events(self, user_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
-        """The rows `user_id` may see, in their original order (rows of any rooms)."""
-        verdicts = await self.check_events(user_id, rows)
-        return [row for row in rows if verdicts[row.event.event_id]]
-
-    async def check_events(self, user_id: str, rows: Sequence[EventRow]) -> dict[str, bool]:
-        """`event_id → may see` for each row."""
-        if not rows:
-            return {}
-        room_ids = {row.event.room_id for row in rows}
-        join_keys = await self._store.get_latest_join_keys(room_ids, user_id)
-        points = await self.visibility_points(user_id, rows)
-        verdicts: dict[str, bool] = {}
-        for row in rows:
-            event_id = row.event.event_id
-            join_key = join_keys.get(row.event.room_id)
-            joined_later = join_key is not None and join_key > event_key(row)
-            before, after = points.get(event_id, (None, None))
-            sides = [p for p in (before, after) if p is not None]
-            verdicts[event_id] = any(allowed_at(p, joined_later) for p in sides)
-        return verdicts
-
-    async def visibility_points(
-        self, user_id: str, rows: Sequence[EventRow]
+    async def points(
+        self, user_id: str, events: Sequence[Event]
     ) -> dict[str, tuple[VisibilityAt | None, VisibilityAt | None]]:
         """`event_id → (state before, state after)` as the rules read it; "after" only where
         it counts (`both_sides_count`). Events without stored state are absent (denied)."""
-        groups = await self._cache.get_state_groups_for_events(r.event.event_id for r in rows)
+        groups = await self._cache.get_state_groups_for_events(e.event_id for e in events)
         needed: set[int] = set()
-        for row in rows:
-            pair = groups.get(row.event.event_id)
+        for event in events:
+            pair = groups.get(event.event_id)
             if pair is not None:
                 after, before = pair
                 needed.add(before)
-                if both_sides_count(row, user_id):
+                if both_sides_count(event, user_id):
                     needed.add(after)
         by_group = await self._points_for_groups(needed, user_id)
         result: dict[str, tuple[VisibilityAt | None, VisibilityAt | None]] = {}
-        for row in rows:
-            pair = groups.get(row.event.event_id)
+        for event in events:
+            pair = groups.get(event.event_id)
             if pair is None:
                 continue
             after, before = pair
-            after_point = by_group[after] if both_sides_count(row, user_id) else None
-            result[row.event.event_id] = (by_group[before], after_point)
+            after_point = by_group[after] if both_sides_count(event, user_id) else None
+            result[event.event_id] = (by_group[before], after_point)
         return result
 
     async def _points_for_groups(
@@ -144,3 +132,57 @@ class HistoryVisibility:
             membership = None if member_event is None else member_event.membership
             points[group] = VisibilityAt(str(visibility), membership or "leave")
         return points
+
+
+class HistoryVisibility:
+    """Applies the history visibility rules to stored events for one user at a time."""
+
+    def __init__(self, cache: RoomStateCache, store: RoomReadsStore) -> None:
+        self._loader = VisibilityLoader(cache)
+        self._store = store
+
+    async def filter_events(self, user_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
+        """The rows `user_id` may see, in their original order (rows of any rooms)."""
+        verdicts = await self.check_events(user_id, rows)
+        return [row for row in rows if verdicts[row.event.event_id].visible]
+
+    async def check_events(
+        self, user_id: str, rows: Sequence[EventRow]
+    ) -> dict[str, EventVisibility]:
+        """`event_id → (may see, membership at the event)` for each row. "Joined later"
+        compares topological keys `(depth, stream_ordering)`."""
+        if not rows:
+            return {}
+        room_ids = {row.event.room_id for row in rows}
+        join_keys = await self._store.get_latest_join_keys(room_ids, user_id)
+        points = await self._loader.points(user_id, [row.event for row in rows])
+        verdicts: dict[str, EventVisibility] = {}
+        for row in rows:
+            event = row.event
+            join_key = join_keys.get(event.room_id)
+            joined_later = join_key is not None and join_key > (event.depth, row.stream_ordering)
+            verdicts[event.event_id] = judge(points.get(event.event_id), joined_later)
+        return verdicts
+
+
+async def filter_visible(
+    user_id: str,
+    events: Sequence[tuple[Event, int]],
+    loader: VisibilityLoader,
+    get_latest_join: Callable[[str, str], Awaitable[int | None]],
+) -> list[tuple[Event, int]]:
+    """`(event, stream_ordering)` pairs the user may see, in order; "joined later" compares
+    stream positions with `get_latest_join(room_id, user_id)` (the /sync timeline's order)."""
+    if not events:
+        return []
+    joins: dict[str, int | None] = {}
+    for event, _ in events:
+        if event.room_id not in joins:
+            joins[event.room_id] = await get_latest_join(event.room_id, user_id)
+    points = await loader.points(user_id, [event for event, _ in events])
+    kept: list[tuple[Event, int]] = []
+    for event, position in events:
+        join = joins[event.room_id]
+        if judge(points.get(event.event_id), join is not None and join > position).visible:
+            kept.append((event, position))
+    return kept
