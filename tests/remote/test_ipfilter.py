@@ -3,14 +3,12 @@ lifts, and that aiohttp connections really go through it."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from homeserver.remote.ipfilter import (
     BlockedAddressError,
@@ -19,6 +17,7 @@ from homeserver.remote.ipfilter import (
     filtered_connector,
     parse_ip,
 )
+from tests.remote.support import StaticResolver
 
 DENIED_BY_DEFAULT = [
     "127.0.0.1",
@@ -98,33 +97,6 @@ def test_a_name_is_not_an_ip_address() -> None:
     assert parse_ip("[::1]") is not None
     with pytest.raises(ValueError, match="not an IP address"):
         IpRangePolicy().is_allowed("example.org")
-
-
-class StaticResolver(AbstractResolver):
-    """A stand-in for DNS: fixed answers per name."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self._answers = answers
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in self._answers:
-            raise OSError(f"no such host {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for address in self._answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_filtering_resolver_keeps_only_allowed_addresses() -> None:
