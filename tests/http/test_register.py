@@ -36,7 +36,11 @@ async def test_dummy_stage_completes_registration_and_logs_in(client: Client) ->
     assert "refresh_token" not in body and "expires_in_ms" not in body
     me = await client.whoami(body["access_token"])
     assert me.status == 200
-    assert me.body == {"user_id": body["user_id"], "device_id": body["device_id"], "is_guest": False}
+    assert me.body == {
+        "user_id": body["user_id"],
+        "device_id": body["device_id"],
+        "is_guest": False,
+    }
     device = await client.call("GET", f"/devices/{body['device_id']}", token=body["access_token"])
     assert device.body["display_name"] == "Jungle Phone"
 

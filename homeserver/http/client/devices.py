@@ -24,15 +24,17 @@ from homeserver.storage.accounts import Device
 
 
 def device_json(device: Device) -> dict[str, Any]:
-    """definitions/client_device.yaml: absent keys for unknown values."""
-    body: dict[str, Any] = {"device_id": device.device_id}
-    if device.display_name is not None:
-        body["display_name"] = device.display_name
-    if device.last_seen_ip is not None:
-        body["last_seen_ip"] = device.last_seen_ip
-    if device.last_seen_ts is not None:
-        body["last_seen_ts"] = device.last_seen_ts
-    return body
+    """definitions/client_device.yaml.
+
+    Unknown values are null rather than absent: that is what Synapse sends, and clients such
+    as matrix-nio reject device entries that lack any of the four keys.
+    """
+    return {
+        "device_id": device.device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+    }
 
 
 async def _body_or_empty(request: web.Request) -> dict[str, Any]:
