@@ -130,7 +130,8 @@ class Authenticator:
         info = await accounts.get_access_token(self._pool, digest)
         if info is None or info.deactivated:
             raise unknown_token()
-        if not info.used and (info.expires_ts is None or info.expires_ts > now):
+        refreshed = info.refresh_token_id is not None
+        if refreshed and not info.used and (info.expires_ts is None or info.expires_ts > now):
             # C-S "Refreshing access tokens": using the new access token revokes the old
             # refresh token.
             await accounts.mark_access_token_used(self._pool, info.token_id, info.refresh_token_id)

@@ -162,3 +162,18 @@ async def test_device_endpoints_need_a_token(client: Client) -> None:
     ]:
         reply = await client.call(method, path, {})
         assert (reply.status, reply.body["errcode"]) == (401, "M_MISSING_TOKEN"), path
+
+
+async def test_device_deletion_is_rate_limited_per_user(
+    tmp_path: Path, migrated_db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    async with running_server(
+        tmp_path, migrated_db_dsn, pool, rate_limits={"per_second": 0.01, "burst": 2}
+    ) as limited:
+        token = (await limited.register("alice"))["access_token"]
+        statuses = [
+            (await limited.call("DELETE", "/devices/X", {}, token=token)).status for _ in range(3)
+        ]
+        assert statuses == [401, 401, 429]
+        # Other endpoints of the same user are not limited.
+        assert (await limited.call("GET", "/devices", token=token)).status == 200

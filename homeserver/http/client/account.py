@@ -37,9 +37,17 @@ def add_routes(
         return json_response(body)
 
     async def authenticate(
-        body: dict[str, Any], operation: str, requester: Requester | None
+        request: web.Request, body: dict[str, Any], operation: str, requester: Requester | None
     ) -> str:
-        """Run UIA for `operation`; the user whose account it acts on."""
+        """Run UIA for `operation`; the user whose account it acts on.
+
+        Rate limited (per user, or per address without a token): each attempt may be a
+        password guess.
+        """
+        if requester is None:
+            auth.ratelimit_ip(request)
+        else:
+            auth.ratelimit_user(requester)
         flows: tuple[Flow, ...] = PASSWORD_FLOWS
         if requester is not None:
             flows = await uia.flows_for_user(requester.user_id)
@@ -61,7 +69,7 @@ def add_routes(
         # "Whether the user's other access tokens, and their associated devices, should be
         # revoked if the request succeeds. Defaults to true."
         logout_devices = optional_bool(body, "logout_devices", True)
-        user_id = await authenticate(body, "change_password", requester)
+        user_id = await authenticate(request, body, "change_password", requester)
         await accounts.change_password(
             user_id,
             new_password,
@@ -74,7 +82,7 @@ def add_routes(
     async def deactivate(request: web.Request, requester: Requester | None) -> web.Response:
         body = await read_json_object(request)
         optional_bool(body, "erase", False)  # validated; nothing beyond the account to erase yet
-        user_id = await authenticate(body, "deactivate", requester)
+        user_id = await authenticate(request, body, "deactivate", requester)
         await accounts.deactivate(user_id)
         # No third-party identifiers are ever bound here, so there is nothing to unbind.
         return json_response({"id_server_unbind_result": "success"})

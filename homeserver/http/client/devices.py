@@ -80,14 +80,15 @@ def add_routes(
             user_id=requester.user_id,
         )
 
-    @auth.user
+    # Rate limited: each UIA attempt may be a password guess.
+    @auth.user(ratelimit=True)
     async def delete_device(request: web.Request, requester: Requester) -> web.Response:
         body = await _body_or_empty(request)
         await authenticate(body, requester)
         await accounts.delete_devices(requester.user_id, [request.match_info["deviceId"]])
         return json_response({})
 
-    @auth.user
+    @auth.user(ratelimit=True)
     async def delete_devices(request: web.Request, requester: Requester) -> web.Response:
         body = await read_json_object(request)
         device_ids = required_str_list(body, "devices")
