@@ -55,7 +55,7 @@ class ClientAuth:
 
     async def requester(self, request: web.Request) -> Requester:
         """The authenticated user of `request`; 401 `M_MISSING_TOKEN`/`M_UNKNOWN_TOKEN`."""
-        known = request.get(_REQUESTER_KEY)
+        known: Requester | None = request.get(_REQUESTER_KEY)
         if known is not None:
             return known
         token = extract_access_token(request.headers, request.query)
