@@ -33,8 +33,11 @@ from homeserver.http.client import (
 from homeserver.http.client import directory as directory_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import profile as profile_http
+from homeserver.http.client import relations as relations_http
+from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
 from homeserver.http.client import rooms_create as rooms_create_http
+from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import keys as federation_keys
 from homeserver.http.federation import version as federation_version
@@ -55,6 +58,7 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.room_directory import RoomDirectoryService
+from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
 from homeserver.services.rooms import RoomCreationService
 from homeserver.services.state import RoomStateCache
@@ -201,11 +205,16 @@ class Dependencies:
     engine: RoomEngine
     account_services: AccountServices = field(init=False)
     room_services: RoomServices = field(init=False)
+    # /messages, /context, /event, /state, /members, /relations, user directory.
+    room_reads: RoomReadServices = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
         object.__setattr__(
             self, "room_services", RoomServices.build(self.config, self.pool, self.engine)
+        )
+        object.__setattr__(
+            self, "room_reads", RoomReadServices.build(self.pool, self.engine.state)
         )
 
     async def close(self) -> None:
@@ -288,6 +297,14 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     health.add_routes(router, deps.pool, deps.schema_version)
     _add_account_routes(router, deps)
     _add_room_routes(router, deps)
+    _add_room_read_routes(router, deps)
+
+
+def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    auth, reads = deps.account_services.auth, deps.room_reads
+    room_reads_http.add_routes(router, auth, reads.reader, reads.paginator)
+    relations_http.add_routes(router, auth, reads.relations)
+    user_directory_http.add_routes(router, auth, reads.user_directory)
 
 
 def _add_room_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
