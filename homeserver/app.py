@@ -30,13 +30,21 @@ from homeserver.http.client import (
     register,
     versions,
 )
+from homeserver.http.client import account_data as account_data_http
 from homeserver.http.client import directory as directory_http
+from homeserver.http.client import filter as filter_http
 from homeserver.http.client import membership as membership_http
+from homeserver.http.client import notifications as notifications_http
 from homeserver.http.client import profile as profile_http
+from homeserver.http.client import pushrules as pushrules_http
+from homeserver.http.client import receipts as receipts_http
 from homeserver.http.client import relations as relations_http
 from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
 from homeserver.http.client import rooms_create as rooms_create_http
+from homeserver.http.client import sync as sync_http
+from homeserver.http.client import tags as tags_http
+from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import keys as federation_keys
@@ -63,6 +71,7 @@ from homeserver.services.room_send import RoomSendService
 from homeserver.services.rooms import RoomCreationService
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
+from homeserver.services.sync_setup import SyncServices
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.aliases import AliasesStore
 from homeserver.storage.events import EventsStore
@@ -203,6 +212,8 @@ class Dependencies:
     # The newest migration this code ships; /health compares the database against it.
     schema_version: int
     engine: RoomEngine
+    # /sync and the per-user data around it (typing, receipts, account data, push).
+    sync: SyncServices
     account_services: AccountServices = field(init=False)
     room_services: RoomServices = field(init=False)
     # /messages, /context, /event, /state, /members, /relations, user directory.
@@ -218,6 +229,7 @@ class Dependencies:
         )
 
     async def close(self) -> None:
+        self.sync.close()
         await self.engine.close()
 
 
@@ -226,7 +238,16 @@ async def build_dependencies(
 ) -> Dependencies:
     """Wire every service once per process, after migrations, before listeners start."""
     engine = await RoomEngine.start(config, pool, signing_key)
-    return Dependencies(config, pool, signing_key, schema_version, engine)
+    sync = await SyncServices.start(
+        pool,
+        config.server_name,
+        events=engine.events,
+        rooms=engine.rooms,
+        state=engine.state,
+        notifier=engine.notifier,
+        pipeline=engine.pipeline,
+    )
+    return Dependencies(config, pool, signing_key, schema_version, engine, sync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +319,19 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     _add_account_routes(router, deps)
     _add_room_routes(router, deps)
     _add_room_read_routes(router, deps)
+    _add_sync_routes(router, deps)
+
+
+def _add_sync_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    auth, sync, state = deps.account_services.auth, deps.sync, deps.engine.state
+    sync_http.add_routes(router, auth, sync.sync, sync.filters)
+    filter_http.add_routes(router, auth, sync.filters)
+    typing_http.add_routes(router, auth, sync.typing, state)
+    receipts_http.add_routes(router, auth, sync.receipts)
+    account_data_http.add_routes(router, auth, sync.account_data)
+    tags_http.add_routes(router, auth, sync.account_data)
+    pushrules_http.add_routes(router, auth, sync.push)
+    notifications_http.add_routes(router, auth, sync.push_store, state)
 
 
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:

@@ -1,0 +1,254 @@
+"""Push: each user's rule set (defaults merged with their changes), the push rules API, and
+the evaluation of every new event for the room's local users (C-S "Push Notifications",
+"Server behaviour": "process push rules for each of the local users in the room (excluding the
+sender)").
+
+`on_events_persisted` is an `EventPipeline` persisted hook. Its results (event_push_actions)
+give /sync's unread counts and /notifications. "The updated notification count from a new
+event MUST appear in the same /sync response as the event itself": the hook marks the room
+busy before its first await (so before any woken /sync runs), and /sync waits for
+`wait_until_processed` before it counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from federation.ids import server_name_of
+from federation.pdu import Event
+from federation.room_state import user_power_level
+from homeserver.services.account_data import PUSH_RULES, AccountDataService
+from homeserver.services.push_rules import (
+    PushContext,
+    PushRuleSet,
+    RuleKind,
+    actions_highlight,
+    actions_notify,
+    evaluate,
+)
+from homeserver.services.push_rules_defaults import default_rules
+from homeserver.services.push_rules_edit import (
+    apply_user_changes,
+    get_rule,
+    insert_user_rule,
+    parse_actions_body,
+    parse_enabled_body,
+    parse_put_rule_body,
+    remove_user_rule,
+)
+from homeserver.services.state import RoomStateCache
+from homeserver.storage.push_data import PushAction, PushDataStore
+from homeserver.storage.sync_data import GLOBAL, SyncDataStore
+
+logger = logging.getLogger(__name__)
+
+MEMBER: Final = "m.room.member"
+POWER_LEVELS: Final = "m.room.power_levels"
+_RULE_CACHE_SIZE: Final = 10_000
+# /sync waits at most this long for push evaluation before counting anyway.
+_PROCESSING_WAIT_S: Final = 2.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def thread_of(event: Event) -> str:
+    """The event's thread for notification counts: its root for an `m.thread` relation, else
+    "main" (C-S "Threaded read receipts"; one hop only)."""
+    relates_to = event.content.get("m.relates_to")
+    if isinstance(relates_to, Mapping) and relates_to.get("rel_type") == "m.thread":
+        root = relates_to.get("event_id")
+        if isinstance(root, str):
+            return root
+    return "main"
+
+
+class PushService:
+    def __init__(
+        self,
+        store: PushDataStore,
+        sync_data: SyncDataStore,
+        state: RoomStateCache,
+        account_data: AccountDataService,
+        server_name: str,
+        *,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._store = store
+        self._sync_data = sync_data
+        self._state = state
+        self._account_data = account_data
+        self._server_name = server_name
+        self._clock = clock
+        self._rules: OrderedDict[str, PushRuleSet] = OrderedDict()
+        self._busy: dict[str, int] = {}  # room_id → hooks running
+        self._idle: dict[str, asyncio.Event] = {}
+        account_data.set_default(PUSH_RULES, self._push_rules_content)
+
+    # --- rule sets ------------------------------------------------------------------------
+
+    async def get_rule_set(self, user_id: str) -> PushRuleSet:
+        cached = self._rules.get(user_id)
+        if cached is not None:
+            self._rules.move_to_end(user_id)
+            return cached
+        stored = await self._store.get_push_rules(user_id)
+        rule_set = apply_user_changes(
+            default_rules(user_id), stored.user_rules, stored.enabled, stored.actions
+        )
+        self._rules[user_id] = rule_set
+        while len(self._rules) > _RULE_CACHE_SIZE:
+            self._rules.popitem(last=False)
+        return rule_set
+
+    async def _push_rules_content(self, user_id: str) -> dict[str, Any]:
+        return (await self.get_rule_set(user_id)).to_client_json()
+
+    async def _changed(self, user_id: str) -> None:
+        """After an edit: drop the cached set and tell the user's clients (m.push_rules)."""
+        self._rules.pop(user_id, None)
+        content = await self._push_rules_content(user_id)
+        await self._account_data.put(user_id, GLOBAL, PUSH_RULES, content)
+
+    # --- the push rules API (pushrules.yaml) ----------------------------------------------
+
+    async def put_rule(
+        self,
+        user_id: str,
+        kind: RuleKind,
+        rule_id: str,
+        body: Any,
+        before: str | None,
+        after: str | None,
+    ) -> None:
+        rule = parse_put_rule_body(kind, rule_id, body)
+        stored = await self._store.get_push_rules(user_id)
+        rules = insert_user_rule(stored.user_rules, kind, rule, before=before, after=after)
+        await self._store.replace_user_rules(
+            user_id, kind, [r.rule for r in rules if r.kind == kind]
+        )
+        await self._changed(user_id)
+
+    async def delete_rule(self, user_id: str, kind: RuleKind, rule_id: str) -> None:
+        stored = await self._store.get_push_rules(user_id)
+        rules = remove_user_rule(stored.user_rules, kind, rule_id)
+        await self._store.replace_user_rules(
+            user_id, kind, [r.rule for r in rules if r.kind == kind]
+        )
+        await self._store.delete_rule_changes(user_id, kind, rule_id)
+        await self._changed(user_id)
+
+    async def set_enabled(self, user_id: str, kind: RuleKind, rule_id: str, body: Any) -> None:
+        enabled = parse_enabled_body(body)
+        get_rule(await self.get_rule_set(user_id), kind, rule_id)  # 404 if unknown
+        await self._store.set_rule_enabled(user_id, kind, rule_id, enabled)
+        await self._changed(user_id)
+
+    async def set_actions(self, user_id: str, kind: RuleKind, rule_id: str, body: Any) -> None:
+        actions = parse_actions_body(body)
+        get_rule(await self.get_rule_set(user_id), kind, rule_id)
+        await self._store.set_rule_actions(user_id, kind, rule_id, actions)
+        await self._changed(user_id)
+
+    # --- evaluation (the persisted hook) ----------------------------------------------------
+
+    async def on_events_persisted(self, events: Sequence[Event]) -> None:
+        rooms = {event.room_id for event in events}
+        for room_id in rooms:  # before any await: see the module docstring
+            self._busy[room_id] = self._busy.get(room_id, 0) + 1
+            self._idle.setdefault(room_id, asyncio.Event()).clear()
+        try:
+            await self._process(events)
+        finally:
+            for room_id in rooms:
+                self._busy[room_id] -= 1
+                if not self._busy[room_id]:
+                    del self._busy[room_id]
+                    self._idle.pop(room_id).set()
+
+    async def wait_until_processed(self, room_ids: Iterable[str]) -> None:
+        """Wait (briefly) for push evaluation of committed events of these rooms."""
+        waits = [self._idle[r].wait() for r in room_ids if r in self._idle]
+        if waits:
+            try:
+                async with asyncio.timeout(_PROCESSING_WAIT_S):
+                    await asyncio.gather(*waits)
+            except TimeoutError:
+                logger.warning("push evaluation is slow; counting without it")
+
+    async def _process(self, events: Sequence[Event]) -> None:
+        positions = await self._sync_data.get_stream_orderings([e.event_id for e in events])
+        actions: list[PushAction] = []
+        for event in events:
+            position = positions.get(event.event_id)
+            if position is None:
+                continue
+            if server_name_of(event.sender) == self._server_name:
+                # C-S "Marking notifications as read": sending an event reads up to it.
+                await self._sync_data.advance_read_position(
+                    event.sender, event.room_id, "", position
+                )
+            actions.extend(await self._evaluate_event(event, position))
+        await self._store.insert_push_actions(actions)
+
+    async def _evaluate_event(self, event: Event, position: int) -> list[PushAction]:
+        state = await self._state.get_current_state(event.room_id)
+        members = {
+            key[1]: e.content
+            for key, e in state.items()
+            if key[0] == MEMBER and e.membership == "join"
+        }
+        recipients: dict[str, Mapping[str, Any]] = {
+            user_id: content
+            for user_id, content in members.items()
+            if server_name_of(user_id) == self._server_name
+        }
+        invitee = event.state_key if event.type == MEMBER else None
+        if (
+            invitee
+            and event.membership == "invite"
+            and server_name_of(invitee) == self._server_name
+        ):
+            recipients.setdefault(invitee, {})  # for .m.rule.invite_for_me
+        recipients.pop(event.sender, None)
+        if not recipients:
+            return []
+        power_event = state.get((POWER_LEVELS, ""))
+        power_levels = dict(power_event.content) if power_event else {}
+        sender_level = user_power_level(state, event.sender)
+        client_event = {**event.pdu, "room_id": event.room_id, "event_id": event.event_id}
+        result = []
+        for user_id, member_content in recipients.items():
+            display_name = member_content.get("displayname")
+            ctx = PushContext(
+                user_id=user_id,
+                display_name=display_name if isinstance(display_name, str) else None,
+                room_member_count=len(members),
+                power_levels=power_levels,
+                sender_power_level=int(min(sender_level, 2**53)),
+            )
+            found = evaluate(await self.get_rule_set(user_id), client_event, ctx)
+            if actions_notify(found):
+                assert found is not None
+                result.append(
+                    PushAction(
+                        user_id,
+                        event.event_id,
+                        event.room_id,
+                        position,
+                        thread_of(event),
+                        found,
+                        actions_highlight(found),
+                        self._clock(),
+                    )
+                )
+        return result
+
+    def busy_rooms(self) -> Collection[str]:
+        return tuple(self._busy)

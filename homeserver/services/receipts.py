@@ -1,0 +1,130 @@
+"""Receipts and read markers (C-S "Receipts", "Read and unread markers").
+
+A receipt is stored per (room, type, user, thread) with a position in the receipts stream, and
+moves the user's read position for unread counts (C-S "Receiving notifications": the receipt
+more ahead wins). `m.fully_read` is the room account data event of the same name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final
+
+from homeserver.errors import MatrixError
+from homeserver.services.account_data import FULLY_READ, AccountDataService
+from homeserver.services.state import RoomStateCache
+from homeserver.services.sync_streams import AuxStream
+from homeserver.storage.events import EventsStore
+from homeserver.storage.sync_data import ReceiptRow, SyncDataStore
+
+READ: Final = "m.read"
+READ_PRIVATE: Final = "m.read.private"
+RECEIPT_TYPES: Final = frozenset({READ, READ_PRIVATE, FULLY_READ})
+MAIN_THREAD: Final = "main"
+UNTHREADED: Final = ""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_thread_id(body: Mapping[str, Any], receipt_type: str) -> str:
+    """The request's `thread_id` ('' when unthreaded), or 400 M_INVALID_PARAM."""
+    if "thread_id" not in body:
+        return UNTHREADED
+    thread_id = body["thread_id"]
+    if not isinstance(thread_id, str) or not thread_id:
+        raise MatrixError(400, "M_INVALID_PARAM", "thread_id field must be a non-empty string")
+    if receipt_type == FULLY_READ:
+        raise MatrixError(400, "M_INVALID_PARAM", "thread_id is not allowed for m.fully_read")
+    if thread_id != MAIN_THREAD and not thread_id.startswith("$"):
+        raise MatrixError(400, "M_INVALID_PARAM", "thread_id must be 'main' or an event ID")
+    return thread_id
+
+
+class ReceiptsService:
+    def __init__(
+        self,
+        store: SyncDataStore,
+        events: EventsStore,
+        state: RoomStateCache,
+        account_data: AccountDataService,
+        stream: AuxStream,
+        *,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._state = state
+        self._account_data = account_data
+        self._stream = stream
+        self._clock = clock
+
+    @property
+    def stream(self) -> AuxStream:
+        return self._stream
+
+    async def _check_event(self, user_id: str, room_id: str, event_id: str) -> int:
+        """The event's stream position, once the user is joined and the event is theirs to
+        see in this room."""
+        state = await self._state.get_current_state(room_id, [("m.room.member", user_id)])
+        member = state.get(("m.room.member", user_id))
+        if member is None or member.membership != "join":
+            raise MatrixError(403, "M_FORBIDDEN", "You are not joined to this room")
+        rows = await self._events.get_event_rows([event_id])
+        row = rows.get(event_id)
+        if row is None or row.event.room_id != room_id or not row.visible_to_clients:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found in this room")
+        return row.stream_ordering
+
+    async def post_receipt(
+        self, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: str
+    ) -> None:
+        """`POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`."""
+        if receipt_type not in RECEIPT_TYPES:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Unknown receipt type {receipt_type!r}")
+        position = await self._check_event(user_id, room_id, event_id)
+        if receipt_type == FULLY_READ:
+            await self._account_data.put(user_id, room_id, FULLY_READ, {"event_id": event_id})
+            return
+        # m.read.private MUST NOT reach anyone but its sender: only their /sync wakes.
+        private = receipt_type == READ_PRIVATE
+        async with self._stream.write(
+            None if private else room_id, (user_id,) if private else ()
+        ) as stream_id:
+            receipt = ReceiptRow(
+                room_id, receipt_type, user_id, thread_id, event_id, self._clock(), stream_id
+            )
+            await self._store.upsert_receipt(receipt, position)
+            await self._store.advance_read_position(user_id, room_id, thread_id, position)
+
+    async def set_read_markers(self, user_id: str, room_id: str, body: Mapping[str, Any]) -> None:
+        """`POST /rooms/{roomId}/read_markers`: the same as the receipts it names."""
+        for receipt_type in (FULLY_READ, READ, READ_PRIVATE):
+            event_id = body.get(receipt_type)
+            if event_id is None:
+                continue
+            if not isinstance(event_id, str) or not event_id.startswith("$"):
+                raise MatrixError(400, "M_INVALID_PARAM", f"{receipt_type} must be an event ID")
+            await self.post_receipt(user_id, room_id, receipt_type, event_id, UNTHREADED)
+
+    async def receipt_events(
+        self, user_id: str, room_ids: Collection[str], since: int, until: int
+    ) -> dict[str, dict[str, Any]]:
+        """`room_id → m.receipt` event with the receipts changed in `(since, until]` (all of
+        them from 0); others' private receipts are left out."""
+        rows = await self._store.get_receipts(room_ids, since, until)
+        contents: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row.receipt_type == READ_PRIVATE and row.user_id != user_id:
+                continue
+            receipt: dict[str, Any] = {"ts": row.ts}
+            if row.thread_id:
+                receipt["thread_id"] = row.thread_id
+            by_event = contents.setdefault(row.room_id, {}).setdefault(row.event_id, {})
+            by_event.setdefault(row.receipt_type, {})[row.user_id] = receipt
+        return {
+            room_id: {"type": "m.receipt", "content": content}
+            for room_id, content in contents.items()
+        }

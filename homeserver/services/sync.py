@@ -1,0 +1,300 @@
+"""/sync (C-S "Syncing", sync.yaml): initial and incremental sync with long-polling.
+
+A request reads every stream between its `since` token and the current token; when nothing
+is new and `timeout` allows, it waits on all streams at once (SyncStreams.wait) and reads
+again. Rooms come from the user's current memberships: joined rooms with anything new, rooms
+joined, left, invited to or knocked on since `since` (all of them on an initial sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from federation.pdu import Event
+from homeserver.services.account_data import AccountDataService
+from homeserver.services.filters import Filter, event_matches, room_allowed
+from homeserver.services.push import PushService
+from homeserver.services.receipts import ReceiptsService
+from homeserver.services.state import RoomStateCache
+from homeserver.services.sync_events import format_events
+from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
+from homeserver.services.sync_streams import SyncStreams
+from homeserver.services.sync_token import SyncToken
+from homeserver.services.typing import TypingService
+from homeserver.storage.events import EventsStore
+from homeserver.storage.push_data import PushDataStore
+from homeserver.storage.rooms import Membership, RoomsStore
+from homeserver.storage.sync_data import GLOBAL, SyncDataStore
+
+# A long-poll never holds a request longer than this, whatever the client asks.
+MAX_TIMEOUT_MS: Final = 5 * 60_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    user_id: str
+    device_id: str | None
+    sync_filter: Filter
+    since: SyncToken | None
+    full_state: bool
+    timeout_ms: int
+
+
+class SyncService:
+    def __init__(
+        self,
+        *,
+        streams: SyncStreams,
+        rooms: RoomsStore,
+        events: EventsStore,
+        state: RoomStateCache,
+        store: SyncDataStore,
+        push_store: PushDataStore,
+        builder: RoomSyncBuilder,
+        typing: TypingService,
+        receipts: ReceiptsService,
+        account_data: AccountDataService,
+        push: PushService,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._streams = streams
+        self._rooms = rooms
+        self._events = events
+        self._state = state
+        self._store = store
+        self._push_store = push_store
+        self._builder = builder
+        self._typing = typing
+        self._receipts = receipts
+        self._account_data = account_data
+        self._push = push
+        self._clock = clock
+
+    async def sync(self, request: SyncRequest) -> dict[str, Any]:
+        current = self._streams.current_token()
+        since = request.since.capped(current) if request.since is not None else None
+        response, empty = await self._build(request, since, current)
+        # full_state: "the timeout parameter will be ignored and the query will return
+        # immediately".
+        if since is None or request.full_state or not empty:
+            return response
+        deadline = (
+            asyncio.get_running_loop().time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        )
+        while empty:
+            remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
+            if remaining_ms <= 0:
+                break
+            rooms = [m.room_id for m in await self._rooms.get_local_memberships(request.user_id)]
+            after = await self._streams.wait(request.user_id, rooms, current, remaining_ms)
+            if not after.is_after(current):
+                break
+            current = after
+            response, empty = await self._build(request, since, current)
+        return response
+
+    async def _build(
+        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
+    ) -> tuple[dict[str, Any], bool]:
+        user_id, room_filter = request.user_id, request.sync_filter.room
+        memberships = [
+            m
+            for m in await self._rooms.get_local_memberships(user_id)
+            if room_allowed(room_filter, m.room_id) and m.stream_ordering <= now.events
+        ]
+        sections: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        joined = [m for m in memberships if m.membership == "join"]
+        ephemeral = await self._ephemeral(request, [m.room_id for m in joined], since, now)
+        account_rows = await self._account_data.changes(
+            user_id, since.account_data if since else 0, now.account_data, initial=since is None
+        )
+        room_account_data: dict[str, list[dict[str, Any]]] = {}
+        global_account_data = []
+        for row in account_rows:
+            event = {"type": row.type, "content": row.content}
+            if row.room_id == GLOBAL:
+                if event_matches(request.sync_filter.account_data, event):
+                    global_account_data.append(event)
+            elif event_matches(room_filter.account_data, event, room_id=row.room_id):
+                room_account_data.setdefault(row.room_id, []).append(event)
+        with_events = await self._events.get_room_ids_with_events_between(
+            [m.room_id for m in joined], since.events if since else 0, now.events
+        )
+        for m in joined:
+            changed = since is None or request.full_state or m.stream_ordering > since.events
+            if not (
+                changed
+                or m.room_id in with_events
+                or m.room_id in ephemeral
+                or m.room_id in room_account_data
+            ):
+                continue
+            sections["join"][m.room_id] = await self._joined_room(
+                request,
+                m,
+                since,
+                now,
+                ephemeral.get(m.room_id, []),
+                room_account_data.get(m.room_id, []),
+            )
+        await self._add_unread_counts(user_id, sections["join"])
+        for m in memberships:
+            if m.membership == "join" or (since is not None and m.stream_ordering <= since.events):
+                continue
+            if m.membership in ("invite", "knock"):
+                key = "invite_state" if m.membership == "invite" else "knock_state"
+                member_event = await self._membership_event(m)
+                if member_event is not None:
+                    events = await self._builder.stripped_room_state(member_event)
+                    sections[m.membership][m.room_id] = {key: {"events": events}}
+            elif since is not None or room_filter.include_leave:
+                sections["leave"][m.room_id] = await self._left_room(
+                    request, m, since, room_account_data.get(m.room_id, [])
+                )
+        to_device = await self._to_device(request, since, now)
+        response = {
+            "next_batch": str(now),
+            "rooms": sections,
+            "presence": {"events": []},
+            "account_data": {"events": global_account_data},
+            "to_device": {"events": to_device},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+        empty = not (any(sections.values()) or global_account_data or to_device)
+        return response, empty
+
+    async def _joined_room(
+        self,
+        request: SyncRequest,
+        m: Membership,
+        since: SyncToken | None,
+        now: SyncToken,
+        ephemeral: list[dict[str, Any]],
+        account_data: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        new_to_client = since is None or (
+            m.stream_ordering > since.events
+            and await self._store.get_membership_at(m.room_id, request.user_id, since.events)
+            != "join"
+        )
+        rng = RoomRange(
+            room_id=m.room_id,
+            user_id=request.user_id,
+            device_id=request.device_id,
+            since=None if new_to_client or since is None else since.events,
+            until=now.events,
+            full_state=request.full_state,
+            membership_position=m.stream_ordering,
+            joined=True,
+        )
+        snapshot = await self._builder.room(rng, request.sync_filter)
+        room: dict[str, Any] = self._room_body(request, snapshot.timeline, snapshot.state)
+        room["ephemeral"] = {"events": ephemeral}
+        room["account_data"] = {"events": account_data}
+        has_members = any(
+            v.event.type == "m.room.member" for v in [*snapshot.timeline.events, *snapshot.state]
+        )
+        if new_to_client or has_members:
+            room["summary"] = await self._builder.summary(m.room_id, request.user_id)
+        return room
+
+    async def _left_room(
+        self,
+        request: SyncRequest,
+        m: Membership,
+        since: SyncToken | None,
+        account_data: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        rng = RoomRange(
+            room_id=m.room_id,
+            user_id=request.user_id,
+            device_id=request.device_id,
+            since=since.events if since is not None else None,
+            until=m.stream_ordering,
+            full_state=request.full_state,
+            membership_position=m.stream_ordering,
+            joined=False,
+        )
+        snapshot = await self._builder.room(rng, request.sync_filter)
+        room = self._room_body(request, snapshot.timeline, snapshot.state)
+        room["account_data"] = {"events": account_data}
+        return room
+
+    def _room_body(self, request: SyncRequest, timeline: Any, state: Any) -> dict[str, Any]:
+        now_ms = self._clock()
+        return {
+            "timeline": {
+                "events": format_events(timeline.events, request.sync_filter, now_ms),
+                "limited": timeline.limited,
+                "prev_batch": timeline.prev_batch,
+            },
+            "state": {"events": format_events(state, request.sync_filter, now_ms)},
+        }
+
+    async def _membership_event(self, m: Membership) -> Event | None:
+        events = await self._state.get_events([m.event_id])
+        return events.get(m.event_id)
+
+    async def _ephemeral(
+        self,
+        request: SyncRequest,
+        room_ids: list[str],
+        since: SyncToken | None,
+        now: SyncToken,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """`room_id → [m.typing, m.receipt]` changed since `since` (C-S "Typing
+        Notifications", "Receipts")."""
+        ephemeral_filter = request.sync_filter.room.ephemeral
+        result: dict[str, list[dict[str, Any]]] = {}
+        for room_id in self._typing.rooms_changed(
+            room_ids, since.typing if since else 0, now.typing
+        ):
+            result.setdefault(room_id, []).append(self._typing.typing_event(room_id))
+        receipts = await self._receipts.receipt_events(
+            request.user_id, room_ids, since.receipts if since else 0, now.receipts
+        )
+        for room_id, event in receipts.items():
+            result.setdefault(room_id, []).append(event)
+        return {
+            room_id: kept
+            for room_id, events in result.items()
+            if (kept := [e for e in events if event_matches(ephemeral_filter, e, room_id=room_id)])
+        }
+
+    async def _add_unread_counts(self, user_id: str, rooms: Mapping[str, dict[str, Any]]) -> None:
+        """C-S "Receiving notifications": the counts from push evaluation, which must include
+        every event of this response, so wait for evaluation in progress first."""
+        if not rooms:
+            return
+        await self._push.wait_until_processed(rooms)
+        counts = await self._push_store.get_unread_counts(user_id, list(rooms))
+        for room_id, room in rooms.items():
+            found = counts.get(room_id)
+            room["unread_notifications"] = {
+                "notification_count": found.notification_count if found else 0,
+                "highlight_count": found.highlight_count if found else 0,
+            }
+
+    async def _to_device(
+        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
+    ) -> list[dict[str, Any]]:
+        """C-S "Send-to-Device messaging": messages up to `now`; those up to `since` were
+        delivered by the previous response, so are deleted."""
+        if request.device_id is None:
+            return []
+        if since is not None and since.to_device > 0:
+            await self._store.delete_to_device_messages(
+                request.user_id, request.device_id, since.to_device
+            )
+        return await self._store.get_to_device_messages(
+            request.user_id, request.device_id, now.to_device
+        )

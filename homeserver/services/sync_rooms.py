@@ -1,0 +1,266 @@
+"""One room of a /sync response: its timeline, the state before it, its summary, and the
+stripped state of invites and knocks (C-S "Syncing"; sync.yaml "Joined Room", "Left Room",
+"Invited Room", "Knocked Room").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from federation.pdu import Event
+from homeserver.services.filters import (
+    Filter,
+    RoomEventFilter,
+    event_limit,
+    event_matches,
+)
+from homeserver.services.state import RoomStateCache
+from homeserver.services.sync_events import (
+    STRIPPED_STATE_TYPES,
+    EventView,
+    matches_view,
+    stripped_state,
+)
+from homeserver.services.tokens import StreamToken
+from homeserver.services.visibility import VisibilityLoader, filter_visible
+from homeserver.storage.events import EventRow, EventsStore
+from homeserver.storage.sync_data import SyncDataStore
+
+MEMBER: Final = "m.room.member"
+StateKey = tuple[str, str]
+# How many batches of `limit + 1` events to read while filters drop events.
+_MAX_TIMELINE_READS: Final = 5
+MAX_HEROES: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRange:
+    """What to sync of one room for one user."""
+
+    room_id: str
+    user_id: str
+    device_id: str | None
+    # Events after `since` (None: the room is new to the client: full state) …
+    since: int | None
+    # … up to `until` (the token's position, or the user's leave).
+    until: int
+    full_state: bool
+    # Stream position of the user's membership event, and whether it is a join.
+    membership_position: int
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    events: list[EventView]
+    limited: bool
+    prev_batch: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSnapshot:
+    timeline: Timeline
+    state: list[EventView]
+
+
+class RoomSyncBuilder:
+    def __init__(
+        self,
+        events: EventsStore,
+        state: RoomStateCache,
+        store: SyncDataStore,
+        visibility: VisibilityLoader,
+    ) -> None:
+        self._events = events
+        self._state = state
+        self._store = store
+        self._visibility = visibility
+
+    async def room(self, rng: RoomRange, sync_filter: Filter) -> RoomSnapshot:
+        timeline = await self.timeline(rng, sync_filter.room.timeline)
+        state = await self.state(rng, sync_filter.room.state, sync_filter.room.timeline, timeline)
+        return RoomSnapshot(timeline, state)
+
+    # --- timeline ---------------------------------------------------------------------------
+
+    async def timeline(self, rng: RoomRange, timeline_filter: RoomEventFilter) -> Timeline:
+        """The newest `limit` visible, matching events in `(since, until]`; `limited` when
+        older ones in the range were left out (C-S "Syncing")."""
+        limit = event_limit(timeline_filter)
+        lower, upper = rng.since or 0, rng.until
+        collected: list[EventRow] = []
+        exhausted = False
+        for _ in range(_MAX_TIMELINE_READS):
+            rows = await self._events.get_room_events_in_range(rng.room_id, lower, upper, limit + 1)
+            matching = [
+                row
+                for row in rows
+                if event_matches(timeline_filter, matches_view(row.event), room_id=rng.room_id)
+            ]
+            collected = await self._visible(rng, matching) + collected
+            if len(rows) <= limit:
+                exhausted = True
+                break
+            upper = rows[0].stream_ordering - 1
+            if len(collected) > limit:
+                break
+        limited = not exhausted or len(collected) > limit
+        collected = collected[-limit:] if limit else []
+        start = collected[0].stream_ordering - 1 if collected else rng.until
+        views = await self._views(rng, collected)
+        return Timeline(views, limited, str(StreamToken(start)))
+
+    async def _visible(self, rng: RoomRange, rows: list[EventRow]) -> list[EventRow]:
+        # Joined all along: membership is "join" at every event after the join (rule 2).
+        if rng.joined and all(row.stream_ordering > rng.membership_position for row in rows):
+            return rows
+        pairs = await filter_visible(
+            rng.user_id,
+            [(row.event, row.stream_ordering) for row in rows],
+            self._visibility,
+            self._store.get_latest_join,
+        )
+        kept = {event.event_id for event, _ in pairs}
+        return [row for row in rows if row.event.event_id in kept]
+
+    async def _views(self, rng: RoomRange, rows: Sequence[EventRow]) -> list[EventView]:
+        redaction_ids = [row.redacted_because for row in rows if row.redacted_because]
+        redactions = await self._state.get_events(redaction_ids) if redaction_ids else {}
+        return [
+            EventView(
+                row.event,
+                row.stream_ordering,
+                redactions.get(row.redacted_because) if row.redacted_because else None,
+                row.txn_id
+                if row.txn_device_id is not None
+                and row.txn_device_id == rng.device_id
+                and row.event.sender == rng.user_id
+                else None,
+            )
+            for row in rows
+        ]
+
+    # --- state ------------------------------------------------------------------------------
+
+    async def state(
+        self,
+        rng: RoomRange,
+        state_filter: RoomEventFilter,
+        timeline_filter: RoomEventFilter,
+        timeline: Timeline,
+    ) -> list[EventView]:
+        """The state at the start of the timeline: all of it for a room new to the client (or
+        `full_state`), else the delta since `since` (C-S "Syncing", the note on `state`)."""
+        at_start = await self._state_at_start(rng, timeline)
+        timeline_ids = {view.event.event_id for view in timeline.events}
+        full = rng.since is None or rng.full_state
+        if full:
+            chosen = dict(at_start)
+        elif timeline.limited or _filters_events(timeline_filter):
+            at_since = await self._state_at(rng.room_id, rng.since or 0)
+            chosen = {k: v for k, v in at_start.items() if at_since.get(k) != v}
+        else:
+            chosen = {}
+        if state_filter.lazy_load_members:
+            chosen = self._lazy_members(rng, chosen, at_start, timeline, full)
+        events = await self._state.get_events(
+            eid for eid in chosen.values() if eid not in timeline_ids
+        )
+        picked = [
+            e
+            for e in events.values()
+            if event_matches(state_filter, matches_view(e), room_id=rng.room_id)
+        ]
+        picked.sort(key=lambda e: (e.type, e.state_key or ""))
+        return [EventView(e, 0) for e in picked]
+
+    def _lazy_members(
+        self,
+        rng: RoomRange,
+        chosen: dict[StateKey, str],
+        at_start: Mapping[StateKey, str],
+        timeline: Timeline,
+        full: bool,
+    ) -> dict[StateKey, str]:
+        """C-S "Lazy-loading room members": member events only for the timeline's senders
+        (and the user's own when the room is new to the client or on full state)."""
+        wanted: set[str] = {view.event.sender for view in timeline.events}
+        if full:
+            wanted.add(rng.user_id)
+        kept = {k: v for k, v in chosen.items() if k[0] != MEMBER}
+        for user_id in wanted:
+            key = (MEMBER, user_id)
+            if key in at_start:
+                kept[key] = at_start[key]
+        return kept
+
+    async def _state_at_start(self, rng: RoomRange, timeline: Timeline) -> Mapping[StateKey, str]:
+        if timeline.events:
+            before = await self._state.get_state_before_event(timeline.events[0].event.event_id)
+            if before is not None:
+                return before
+        return await self._state_at(rng.room_id, rng.until)
+
+    async def _state_at(self, room_id: str, position: int) -> Mapping[StateKey, str]:
+        """The room state after the last event at or before `position`."""
+        event_id = await self._store.get_last_event_id_at(room_id, position)
+        if event_id is None:
+            return {}
+        return await self._state.get_state_after_event(event_id) or {}
+
+    # --- summary ----------------------------------------------------------------------------
+
+    async def summary(self, room_id: str, user_id: str) -> dict[str, Any]:
+        """sync.yaml RoomSummary: heroes and member counts, from the current state."""
+        members = await self._store.get_current_members(room_id)
+        joined = [u for u, m, _ in members if m == "join"]
+        invited = [u for u, m, _ in members if m == "invite"]
+        others = [(u, m) for u, m, _ in members if u != user_id]  # ordered by stream ordering
+        heroes = [u for u, m in others if m in ("join", "invite")][:MAX_HEROES]
+        if not heroes:
+            heroes = [u for u, m in others if m in ("leave", "ban")][:MAX_HEROES]
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
+
+    # --- invites and knocks -----------------------------------------------------------------
+
+    async def stripped_room_state(self, membership_event: Event) -> list[dict[str, Any]]:
+        """The invite (or knock) state: what came with the event over federation, else the
+        room's current state here; the membership event itself last."""
+        unsigned = membership_event.pdu.get("unsigned")
+        key = "invite_room_state" if membership_event.membership == "invite" else "knock_room_state"
+        given = unsigned.get(key) if isinstance(unsigned, Mapping) else None
+        if isinstance(given, list):
+            events: list[Mapping[str, Any]] = [e for e in given if isinstance(e, Mapping)]
+        else:
+            keys = [(t, "") for t in STRIPPED_STATE_TYPES]
+            keys.append((MEMBER, membership_event.sender))
+            current = await self._state.get_current_state(membership_event.room_id, keys)
+            events = [
+                e.pdu for k, e in current.items() if k != (MEMBER, membership_event.state_key)
+            ]
+        own = [
+            e
+            for e in events
+            if (e.get("type"), e.get("state_key")) != (MEMBER, membership_event.state_key)
+        ]
+        return stripped_state([*own, membership_event.pdu])
+
+
+def _filters_events(event_filter: RoomEventFilter) -> bool:
+    """Whether the timeline filter may drop state events (then state must make up for it)."""
+    return any(
+        value is not None
+        for value in (
+            event_filter.types,
+            event_filter.not_types,
+            event_filter.senders,
+            event_filter.not_senders,
+            event_filter.contains_url,
+        )
+    )
