@@ -136,12 +136,16 @@ def make_certificate(
 
 @asynccontextmanager
 async def serve(
-    app: web.Application, *, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    app: web.Application,
+    *,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> AsyncIterator[int]:
-    """Run `app` on a free port of `host`; yields the port."""
+    """Run `app` on `port` (by default a free one) of `host`; yields the port."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0, ssl_context=tls)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     server = site._server
     assert server is not None
