@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from homeserver.http.client.auth_helpers import ClientAuth, Handler
-from homeserver.http.client.body import optional_bool, optional_str, required_str
+from homeserver.http.client.body import optional_str, required_str
 from homeserver.http.client.routing import add_client_route
 from homeserver.http.json_io import json_response, read_json_object
 from homeserver.services.auth import Requester
@@ -63,7 +63,6 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, membership: Membersh
             request.match_info["roomId"],
             required_str(body, "user_id"),
             reason=optional_str(body, "reason"),
-            is_direct=optional_bool(body, "is_direct", False),
         )
         return json_response({})
 
