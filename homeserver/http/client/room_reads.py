@@ -149,7 +149,11 @@ def add_routes(
             limit=parse_limit(query.get("limit"), default=default_limit),
             event_filter=event_filter,
         )
-        return json_response(page.to_json())
+        body = page.to_json()
+        if "from" in query:
+            # message_pagination.yaml `start`: "the same as the value given in `from`".
+            body["start"] = query["from"]
+        return json_response(body)
 
     add_client_route(router, "GET", "/rooms/{roomId}/event/{eventId}", get_event)
     add_client_route(router, "GET", "/rooms/{roomId}/state", get_state)
