@@ -12,8 +12,11 @@ from tests.http.room_helpers import User, q
 async def sync(user: User, **query: Any) -> dict[str, Any]:
     """`GET /sync` with these query parameters (dicts become inline JSON filters)."""
     params = {
-        k: orjson.dumps(v).decode() if isinstance(v, dict) else str(v).lower()
-        if isinstance(v, bool) else str(v)
+        k: orjson.dumps(v).decode()
+        if isinstance(v, dict)
+        else str(v).lower()
+        if isinstance(v, bool)
+        else str(v)
         for k, v in query.items()
     }
     reply = await user.call("GET", "/sync", query=params)
@@ -39,7 +42,5 @@ async def send_text(user: User, room_id: str, text: str) -> str:
 
 
 async def receipt(user: User, room_id: str, event_id: str, kind: str = "m.read") -> None:
-    reply = await user.call(
-        "POST", f"/rooms/{q(room_id)}/receipt/{kind}/{q(event_id)}", {}
-    )
+    reply = await user.call("POST", f"/rooms/{q(room_id)}/receipt/{kind}/{q(event_id)}", {})
     assert reply.status == 200, reply.body
