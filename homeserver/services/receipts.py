@@ -88,16 +88,31 @@ class ReceiptsService:
         if receipt_type == FULLY_READ:
             await self._account_data.put(user_id, room_id, FULLY_READ, {"event_id": event_id})
             return
+        await self.store_receipt(
+            room_id, receipt_type, user_id, event_id, thread_id, self._clock(), position
+        )
+
+    async def store_receipt(
+        self,
+        room_id: str,
+        receipt_type: str,
+        user_id: str,
+        event_id: str,
+        thread_id: str,
+        ts: int,
+        event_position: int | None,
+    ) -> None:
+        """Store an already checked receipt (local, or from a remote server's `m.receipt`
+        EDU) and wake the readers who may see it; the read position for unread counts moves."""
         # m.read.private MUST NOT reach anyone but its sender: only their /sync wakes.
         private = receipt_type == READ_PRIVATE
         async with self._stream.write(
             None if private else room_id, (user_id,) if private else ()
         ) as stream_id:
-            receipt = ReceiptRow(
-                room_id, receipt_type, user_id, thread_id, event_id, self._clock(), stream_id
-            )
-            await self._store.upsert_receipt(receipt, position)
-            await self._store.advance_read_position(user_id, room_id, thread_id, position)
+            receipt = ReceiptRow(room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id)
+            await self._store.upsert_receipt(receipt, event_position)
+            if event_position is not None:
+                await self._store.advance_read_position(user_id, room_id, thread_id, event_position)
 
     async def set_read_markers(self, user_id: str, room_id: str, body: Mapping[str, Any]) -> None:
         """`POST /rooms/{roomId}/read_markers`: the same as the receipts it names."""

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.http.account_helpers import running_server
-from tests.http.room_helpers import Client, User, register_users
+from tests.http.room_helpers import Client, User, q, register_users
 from tests.http.sync_helpers import bodies, send_text, sync, timeline
 
 
@@ -224,3 +224,30 @@ async def test_sync_needs_a_token(client: Client) -> None:
     reply = await client.call("GET", "/sync")
     assert reply.status == 401
     assert reply.body["errcode"] == "M_MISSING_TOKEN"
+
+
+async def test_full_state_resends_state_and_returns_at_once(users: list[User]) -> None:
+    alice, _ = users
+    room_id = await alice.create_room(name="Again")
+    token = (await sync(alice))["next_batch"]
+    started = time.monotonic()
+    body = await sync(alice, since=token, full_state=True, timeout=5000)
+    assert time.monotonic() - started < 2
+    room = body["rooms"]["join"][room_id]
+    assert room["timeline"]["events"] == []
+    state_types = {e["type"] for e in room["state"]["events"]}
+    assert {"m.room.create", "m.room.name", "m.room.member"} <= state_types
+
+
+async def test_redacted_event_is_served_redacted(users: list[User]) -> None:
+    alice, _ = users
+    room_id = await alice.create_room()
+    event_id = await send_text(alice, room_id, "oops")
+    reply = await alice.call(
+        "PUT", f"/rooms/{q(room_id)}/redact/{q(event_id)}/r1", {"reason": "typo"}
+    )
+    assert reply.status == 200, reply.body
+    events = timeline(await sync(alice), room_id)
+    redacted = next(e for e in events if e["event_id"] == event_id)
+    assert redacted["content"] == {}
+    assert redacted["unsigned"]["redacted_because"]["type"] == "m.room.redaction"
