@@ -48,7 +48,9 @@ from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import keys as federation_keys
+from homeserver.http.federation import routes as federation_routes
 from homeserver.http.federation import version as federation_version
+from homeserver.http.federation.auth import FederationAuth
 from homeserver.http.middleware import (
     REQUEST_LIMITS,
     RequestLimits,
@@ -56,11 +58,13 @@ from homeserver.http.middleware import (
     body_limit_middleware,
     cors_middleware,
 )
+from homeserver.remote.factory import RemoteServices, create_remote_services
 from homeserver.services.accounts import AccountService
 from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
@@ -218,6 +222,10 @@ class Dependencies:
     room_services: RoomServices = field(init=False)
     # /messages, /context, /event, /state, /members, /relations, user directory.
     room_reads: RoomReadServices = field(init=False)
+    # Talking to other servers (keyring, signed client); None when federation is disabled.
+    remote: RemoteServices | None = None
+    # Serving other servers: /send, room reads, membership handshakes (issue 5).
+    federation_inbound: FederationInboundServices | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
@@ -231,6 +239,8 @@ class Dependencies:
     async def close(self) -> None:
         self.sync.close()
         await self.engine.close()
+        if self.remote is not None:
+            await self.remote.close()
 
 
 async def build_dependencies(
@@ -247,7 +257,21 @@ async def build_dependencies(
         notifier=engine.notifier,
         pipeline=engine.pipeline,
     )
-    return Dependencies(config, pool, signing_key, schema_version, engine, sync)
+    remote = inbound = None
+    if config.federation.enabled:
+        remote = create_remote_services(config, pool, signing_key)
+        inbound = FederationInboundServices.build(
+            pool=pool,
+            server_name=config.server_name,
+            signing_key=signing_key,
+            events=engine.events,
+            state=engine.state,
+            pipeline=engine.pipeline,
+            keyring=remote.keyring,
+            requester=remote.client,
+            typing=sync.typing,
+        )
+    return Dependencies(config, pool, signing_key, schema_version, engine, sync, remote, inbound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +409,15 @@ def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> Non
             },
         ),
     )
+    if deps.remote is not None and deps.federation_inbound is not None:
+        federation_routes.add_routes(
+            router,
+            FederationAuth(deps.remote.keyring, deps.remote.server_policy),
+            deps.federation_inbound,
+            server_name=config.server_name,
+            aliases=deps.room_services.aliases,
+            profiles=deps.room_services.profiles,
+        )
 
 
 def build_listener_apps(deps: Dependencies) -> list[tuple[ListenerSpec, web.Application]]:

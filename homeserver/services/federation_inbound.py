@@ -1,0 +1,379 @@
+"""Receiving PDUs from other servers: the receipt checks as named steps, then the one pipeline.
+
+S2S "Checks performed on receipt of a PDU":
+1. `check_format`, 2. `check_signatures`, 3. `check_content_hash` (homeserver/services/
+   federation_checks.py): dropped on 1–2, redacted on 3;
+4. `check_auth_against_auth_events`: the listed auth events (fetched from the origin with
+   `/event_auth` when missing) must allow it, else it is rejected;
+5. `check_auth_against_state_before`: the state at its prev events (missing prev events
+   fetched with `/get_missing_events`, or else the state at them with `/state`; several prev
+   states resolved) must allow it, else it is rejected;
+6. `soft_fail_against_current_state`: the current state must allow it, else it is soft failed.
+Rejected and soft-failed events are stored too ("Rejection", "Soft failure"), through
+`EventPipeline.persist_remote_event(s)`. An event whose auth events or prior state cannot be
+had is not stored at all, and the sender is told why; it may send it again.
+
+Events of one room are received one at a time (a lock per room), so each sees the state its
+predecessor left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from federation.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from federation.auth_rules import check_listed_auth_events as check_listed
+from federation.hashing import compute_event_id
+from federation.pdu import Event
+from federation.room_state import CREATE, StateKey
+from federation.room_versions import RoomVersion
+from federation.state_res import resolve_state
+from federation.state_res_ordering import StateResolutionError
+from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
+from homeserver.services.federation_access import server_acl_allows
+from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
+from homeserver.services.federation_fetch import FetchFailed, RemoteRoomFetcher
+from homeserver.services.state import RoomStateCache
+from homeserver.storage.events import EventsStore
+
+logger = logging.getLogger(__name__)
+
+StateIds = Mapping[StateKey, str]
+# S2S "/get_missing_events": how many events we ask for to fill a gap before falling back
+# to asking for the state at the missing prev events.
+MISSING_EVENTS_LIMIT: Final = 10
+# At most this many prev events of one event are filled with a /state request each.
+MAX_STATE_FETCHES: Final = 3
+
+
+class EventNotProcessed(Exception):
+    """What the event needs (auth events, prior state) could not be had: not stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class PduResult:
+    """The outcome for one PDU of a transaction; `event_id` None when it could not be known."""
+
+    event_id: str | None
+    error: str | None = None
+    # Failed for a reason of ours (a bug, the database): a retry of the transaction should
+    # process it again, so the transaction's response is not remembered.
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Steps 4–6: the state before the event, and whether it is rejected or soft failed."""
+
+    state_before: StateIds
+    rejected_reason: str | None
+    soft_failed: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejected_reason is None and not self.soft_failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """An event usable as an auth event, and whether it was rejected."""
+
+    event: Event
+    rejected: bool
+
+
+class PduReceiver:
+    def __init__(
+        self,
+        *,
+        cache: RoomStateCache,
+        events: EventsStore,
+        pipeline: EventPipeline,
+        keyring: EventKeyring,
+        fetcher: RemoteRoomFetcher | None,
+    ) -> None:
+        self._cache = cache
+        self._events = events
+        self._pipeline = pipeline
+        self._keyring = keyring
+        self._fetcher = fetcher
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _room_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room_id] = lock
+        return lock
+
+    async def receive_pdu(self, origin: str, pdu: Mapping[str, Any]) -> PduResult:
+        """Run one PDU from a transaction of `origin` through the checks and store it."""
+        room_id = pdu.get("room_id")
+        if not isinstance(room_id, str):
+            return PduResult(None, "PDU has no room_id")
+        room_version = await self._cache.get_room_version(room_id)
+        if room_version is None:
+            return PduResult(None, f"unknown room {room_id}")
+        event_id = _event_id_or_none(pdu, room_version)
+        if event_id is None:
+            return PduResult(None, "cannot compute the event ID")
+        # S2S "Server ACLs": a PDU of a denied server is ignored, with an error for it.
+        if not await server_acl_allows(self._cache, room_id, origin):
+            return PduResult(event_id, "server is denied by the room's server ACL")
+        async with self._room_lock(room_id):
+            try:
+                return await self._receive(origin, pdu, room_version, fetch_missing=True)
+            except (DroppedPdu, EventNotProcessed) as exc:
+                logger.info("PDU %s from %s not accepted: %s", event_id, origin, exc)
+                return PduResult(event_id, str(exc))
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        """Held while an event of the room is checked and stored (one at a time per room)."""
+        return self._room_lock(room_id)
+
+    async def _receive(
+        self, origin: str, pdu: Mapping[str, Any], room_version: RoomVersion, fetch_missing: bool
+    ) -> PduResult:
+        event = await check_pdu(pdu, room_version, self._keyring)  # steps 1–3
+        if await self._events.have_events([event.event_id]):
+            return PduResult(event.event_id)  # seen before: nothing to do
+        if event.type == CREATE:
+            raise DroppedPdu("a room's m.room.create event cannot be sent into it")
+        verdict = await self.decide(origin, event, fetch_missing=fetch_missing)
+        await self._pipeline.persist_remote_event(
+            event,
+            verdict.state_before,
+            rejected_reason=verdict.rejected_reason,
+            soft_failed=verdict.soft_failed,
+        )
+        error = verdict.rejected_reason
+        return PduResult(event.event_id, None if error is None else f"rejected: {error}")
+
+    async def decide(self, origin: str, event: Event, *, fetch_missing: bool) -> Verdict:
+        """Steps 4–6 for an event that passed steps 1–3; the caller holds `room_lock`.
+        `EventNotProcessed` if its auth events or the state before it cannot be had."""
+        rejected = await self.check_auth_against_auth_events(origin, event)
+        state_before = await self.state_before_event(origin, event, fetch_missing=fetch_missing)
+        if rejected is None:
+            rejected = await self.check_auth_against_state_before(event, state_before)
+        soft_failed = rejected is None and await self.soft_fail_against_current_state(event)
+        return Verdict(state_before, rejected, soft_failed)
+
+    # --- step 4 ---------------------------------------------------------------------------
+
+    async def check_auth_against_auth_events(self, origin: str, event: Event) -> str | None:
+        """Step 4; returns the rejection reason. Missing auth events are fetched from `origin`;
+        `EventNotProcessed` if they still cannot be had."""
+        known = await self._known_events(event.auth_event_ids)
+        if any(i not in known for i in event.auth_event_ids):
+            await self._fetch_auth_chain(origin, event)
+            known = await self._known_events(event.auth_event_ids)
+            missing = [i for i in event.auth_event_ids if i not in known]
+            if missing:
+                raise EventNotProcessed(f"auth events not available: {', '.join(missing)}")
+        return await self._auth_against_listed(event, known)
+
+    async def _auth_against_listed(self, event: Event, known: Mapping[str, _Known]) -> str | None:
+        auth_events = [known[i].event for i in event.auth_event_ids if i in known]
+        rejected = {i for i, k in known.items() if k.rejected}
+        auth_state = {e.state_tuple: e for e in auth_events if e.is_state}
+        if event.room_version.room_id_from_create_event:
+            # v12: the create event is never listed, but the rules still read it.
+            create_id = "$" + event.room_id[1:]
+            create = known.get(create_id) or (await self._known_events([create_id])).get(create_id)
+            if create is not None and not create.rejected:
+                auth_state[(CREATE, "")] = create.event
+        try:
+            check_listed(event, auth_events, rejected)
+            check_auth_rules(event, auth_state)
+        except AuthError as exc:
+            return exc.reason
+        return None
+
+    async def _known_events(self, event_ids: Iterable[str]) -> dict[str, _Known]:
+        rows = await self._events.get_event_rows(event_ids)
+        return {i: _Known(r.event, r.rejection_reason is not None) for i, r in rows.items()}
+
+    async def _fetch_auth_chain(self, origin: str, event: Event) -> None:
+        if self._fetcher is None:
+            return
+        try:
+            pdus = await self._fetcher.get_event_auth(origin, event.room_id, event.event_id)
+        except FetchFailed as exc:
+            logger.info("fetching the auth chain of %s failed: %s", event.event_id, exc)
+            return
+        await self.persist_outliers(pdus, event.room_version, event.room_id)
+
+    async def persist_outliers(
+        self, pdus: Iterable[Mapping[str, Any]], room_version: RoomVersion, room_id: str
+    ) -> dict[str, Event]:
+        """Check fetched events (steps 1–4) and store them as outliers, auth events first.
+
+        Events of other rooms, and those failing steps 1–2, are left out; those failing step 4
+        are stored as rejected. Returns the events now stored, by ID.
+        """
+        checked: dict[str, Event] = {}
+        for pdu in pdus:
+            try:
+                event = await check_pdu(pdu, room_version, self._keyring)
+            except DroppedPdu as exc:
+                logger.info("dropping a fetched event: %s", exc)
+                continue
+            if event.room_id == room_id:
+                checked[event.event_id] = event
+        stored = await self._known_events(checked)
+        known: dict[str, _Known] = dict(stored)
+        referenced = {a for e in checked.values() for a in e.auth_event_ids} - set(checked)
+        known.update(await self._known_events(referenced))
+        if room_version.room_id_from_create_event:
+            known.update(await self._known_events(["$" + room_id[1:]]))
+        items: list[RemoteEvent] = []
+        for event in _in_auth_order(e for i, e in checked.items() if i not in stored):
+            if any(a not in known for a in event.auth_event_ids):
+                logger.info("fetched event %s lacks auth events; not stored", event.event_id)
+                continue
+            reason = await self._auth_against_listed(event, known)
+            known[event.event_id] = _Known(event, reason is not None)
+            items.append(RemoteEvent(event, None, rejected_reason=reason, outlier=True))
+        if items:
+            await self._pipeline.persist_remote_events(room_id, items)
+        return {i: e for i, e in checked.items() if i in known}
+
+    # --- step 5 ---------------------------------------------------------------------------
+
+    async def state_before_event(
+        self, origin: str, event: Event, *, fetch_missing: bool
+    ) -> StateIds:
+        """The state at the event: after its prev event, or the resolution of the states after
+        its prev events. `EventNotProcessed` if the state at some prev event cannot be had."""
+        prev_ids = list(event.prev_event_ids)
+        groups = await self._cache.get_state_groups_for_events(prev_ids)
+        if fetch_missing and self._fetcher is not None and any(p not in groups for p in prev_ids):
+            await self._fetch_missing_events(origin, event)
+            groups = await self._cache.get_state_groups_for_events(prev_ids)
+        missing = [p for p in prev_ids if p not in groups]
+        if len(missing) > MAX_STATE_FETCHES:
+            raise EventNotProcessed(f"{len(missing)} prev events missing")
+        states = [await self._cache.get_state_group_state(groups[p][0]) for p in groups]
+        for prev_id in missing:
+            states.append(await self._fetch_state_after(origin, event, prev_id))
+        return await self._resolve(event.room_version, states)
+
+    async def _fetch_missing_events(self, origin: str, event: Event) -> None:
+        """S2S "/get_missing_events": the events between our extremities and this one, each
+        received oldest first (without fetching further gaps: those fall back to /state)."""
+        assert self._fetcher is not None
+        room = await self._cache.get_room_state(event.room_id)
+        earliest = sorted(room.forward_extremities) if room is not None else []
+        try:
+            pdus = await self._fetcher.get_missing_events(
+                origin, event.room_id, earliest, [event.event_id], limit=MISSING_EVENTS_LIMIT
+            )
+        except FetchFailed as exc:
+            logger.info("get_missing_events for %s failed: %s", event.event_id, exc)
+            return
+        for pdu in sorted(pdus[:MISSING_EVENTS_LIMIT], key=_depth_of):
+            try:
+                await self._receive(origin, pdu, event.room_version, fetch_missing=False)
+            except (DroppedPdu, EventNotProcessed) as exc:
+                logger.info("a missing event of %s was not accepted: %s", event.event_id, exc)
+
+    async def _fetch_state_after(self, origin: str, event: Event, prev_id: str) -> StateIds:
+        """The state after a prev event we do not have: `/state` at it (the state before it)
+        plus the event itself when it is a state event; all stored as outliers."""
+        if self._fetcher is None:
+            raise EventNotProcessed(f"prev event {prev_id} is unknown")
+        try:
+            state_pdus, auth_pdus = await self._fetcher.get_state(origin, event.room_id, prev_id)
+            prev_pdu = await self._fetcher.get_event(origin, prev_id)
+        except FetchFailed as exc:
+            raise EventNotProcessed(f"state at prev event {prev_id} unavailable: {exc}") from None
+        stored = await self.persist_outliers(
+            [*auth_pdus, *state_pdus, prev_pdu], event.room_version, event.room_id
+        )
+        if prev_id not in stored:
+            raise EventNotProcessed(f"prev event {prev_id} could not be checked")
+        state_ids = {_event_id_or_none(pdu, event.room_version) for pdu in state_pdus}
+        known = await self._known_events([i for i in state_ids if i in stored and i != prev_id])
+        state = {k.event.state_tuple: i for i, k in known.items() if k.event.is_state}
+        state = {key: i for key, i in state.items() if not known[i].rejected}
+        prev = (await self._known_events([prev_id])).get(prev_id)
+        if prev is not None and prev.event.is_state and not prev.rejected:
+            state[prev.event.state_tuple] = prev_id
+        return state
+
+    async def _resolve(self, room_version: RoomVersion, states: Sequence[StateIds]) -> StateIds:
+        distinct: list[StateIds] = []
+        for state in states:
+            if all(state != seen for seen in distinct):
+                distinct.append(state)
+        if len(distinct) <= 1:
+            return distinct[0] if distinct else {}
+        chains = [await self._events.get_auth_chain_ids(set(s.values())) for s in distinct]
+        wanted = set().union(*chains, *(s.values() for s in distinct))
+        rows = await self._events.get_event_rows(wanted)
+        rejected = {i for i, r in rows.items() if r.rejection_reason is not None}
+        event_map = {i: r.event for i, r in rows.items()}
+        try:
+            return resolve_state(
+                room_version, distinct, chains, event_map, rejected_event_ids=rejected
+            )
+        except StateResolutionError as exc:
+            raise EventNotProcessed(f"state resolution failed: {exc}") from None
+
+    async def check_auth_against_state_before(
+        self, event: Event, state_before: StateIds
+    ) -> str | None:
+        """Step 5; returns the rejection reason."""
+        return await self._auth_against_state(event, state_before)
+
+    # --- step 6 ---------------------------------------------------------------------------
+
+    async def soft_fail_against_current_state(self, event: Event) -> bool:
+        """Step 6: whether the event fails the auth rules against the room's current state."""
+        current = await self._cache.get_current_state_ids(event.room_id)
+        return await self._auth_against_state(event, current) is not None
+
+    async def _auth_against_state(self, event: Event, state: StateIds) -> str | None:
+        keys = auth_types_for_event(
+            event.room_version, event.type, event.sender, event.state_key, event.content
+        )
+        wanted = [state[k] for k in [*keys, (CREATE, "")] if k in state]
+        found = await self._cache.get_events(wanted)
+        auth_state = {e.state_tuple: e for e in found.values()}
+        try:
+            check_auth_rules(event, auth_state)
+        except AuthError as exc:
+            return exc.reason
+        return None
+
+
+def _event_id_or_none(pdu: Mapping[str, Any], room_version: RoomVersion) -> str | None:
+    try:
+        return compute_event_id(pdu, room_version)
+    except Exception:  # any malformed PDU: the ID is simply unknown
+        return None
+
+
+def _depth_of(pdu: Mapping[str, Any]) -> int:
+    depth = pdu.get("depth")
+    return depth if isinstance(depth, int) else 0
+
+
+def _in_auth_order(events: Iterable[Event]) -> list[Event]:
+    """Events ordered so that each comes after those of its auth events in the set."""
+    pending = {e.event_id: e for e in events}
+    ordered: list[Event] = []
+    while pending:
+        ready = [e for e in pending.values() if all(a not in pending for a in e.auth_event_ids)]
+        if not ready:  # a cycle: impossible for valid events; take the rest by depth
+            ready = list(pending.values())
+        for event in sorted(ready, key=lambda e: (e.depth, e.event_id)):
+            ordered.append(event)
+            del pending[event.event_id]
+    return ordered
