@@ -36,6 +36,9 @@ class EventView:
     redacted_by: Event | None = None
     # unsigned.transaction_id: only for the device that sent the event.
     transaction_id: str | None = None
+    # For state events: the state event this one replaced (unsigned.replaces_state,
+    # unsigned.prev_content).
+    replaces: Event | None = None
 
 
 def client_event(view: EventView, now_ms: int, *, with_room_id: bool = False) -> dict[str, Any]:
@@ -61,6 +64,9 @@ def client_event(view: EventView, now_ms: int, *, with_room_id: bool = False) ->
     unsigned: dict[str, Any] = {"age": max(0, now_ms - event.origin_server_ts)}
     if view.transaction_id is not None:
         unsigned["transaction_id"] = view.transaction_id
+    if view.replaces is not None:
+        unsigned["replaces_state"] = view.replaces.event_id
+        unsigned["prev_content"] = dict(view.replaces.content)
     if view.redacted_by is not None:
         unsigned["redacted_because"] = client_event(
             EventView(view.redacted_by, 0), now_ms, with_room_id=with_room_id

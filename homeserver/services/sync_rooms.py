@@ -128,19 +128,34 @@ class RoomSyncBuilder:
     async def _views(self, rng: RoomRange, rows: Sequence[EventRow]) -> list[EventView]:
         redaction_ids = [row.redacted_because for row in rows if row.redacted_because]
         redactions = await self._state.get_events(redaction_ids) if redaction_ids else {}
-        return [
-            EventView(
-                row.event,
-                row.stream_ordering,
-                redactions.get(row.redacted_because) if row.redacted_because else None,
-                row.txn_id
-                if row.txn_device_id is not None
-                and row.txn_device_id == rng.device_id
-                and row.event.sender == rng.user_id
-                else None,
+        replaced = await self._replaced_state(rows)
+        views = []
+        for row in rows:
+            event = row.event
+            own_device = row.txn_device_id is not None and row.txn_device_id == rng.device_id
+            views.append(
+                EventView(
+                    event,
+                    row.stream_ordering,
+                    redactions.get(row.redacted_because) if row.redacted_because else None,
+                    row.txn_id if own_device and event.sender == rng.user_id else None,
+                    replaced.get(event.event_id),
+                )
             )
-            for row in rows
-        ]
+        return views
+
+    async def _replaced_state(self, rows: Sequence[EventRow]) -> dict[str, Event]:
+        """`event_id → the state event it replaced`, for the state events among `rows`."""
+        previous: dict[str, str] = {}
+        for row in rows:
+            event = row.event
+            if event.state_key is None:
+                continue
+            before = await self._state.get_state_before_event(event.event_id)
+            if before is not None and (prev_id := before.get(event.state_tuple)) is not None:
+                previous[event.event_id] = prev_id
+        found = await self._state.get_events(previous.values()) if previous else {}
+        return {eid: found[prev] for eid, prev in previous.items() if prev in found}
 
     # --- state ------------------------------------------------------------------------------
 

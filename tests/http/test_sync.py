@@ -251,3 +251,14 @@ async def test_redacted_event_is_served_redacted(users: list[User]) -> None:
     redacted = next(e for e in events if e["event_id"] == event_id)
     assert redacted["content"] == {}
     assert redacted["unsigned"]["redacted_because"]["type"] == "m.room.redaction"
+
+
+async def test_state_events_carry_what_they_replaced(users: list[User]) -> None:
+    alice, _ = users
+    room_id = await alice.create_room(name="Old name")
+    token = (await sync(alice))["next_batch"]
+    assert (await alice.put_state(room_id, "m.room.name", {"name": "New name"})).status == 200
+    (renamed,) = timeline(await sync(alice, since=token), room_id)
+    assert renamed["content"] == {"name": "New name"}
+    assert renamed["unsigned"]["prev_content"] == {"name": "Old name"}
+    assert renamed["unsigned"]["replaces_state"].startswith("$")
