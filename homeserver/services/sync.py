@@ -196,15 +196,19 @@ class SyncService:
             membership_position=m.stream_ordering,
             joined=True,
         )
-        snapshot = await self._builder.room(rng, request.sync_filter)
+        summary = await self._builder.summary(m.room_id, request.user_id) if new_to_client else None
+        heroes = summary["m.heroes"] if summary else ()
+        snapshot = await self._builder.room(rng, request.sync_filter, heroes)
         room: dict[str, Any] = self._room_body(request, snapshot.timeline, snapshot.state)
         room["ephemeral"] = {"events": ephemeral}
         room["account_data"] = {"events": account_data}
         has_members = any(
             v.event.type == "m.room.member" for v in [*snapshot.timeline.events, *snapshot.state]
         )
-        if new_to_client or has_members:
-            room["summary"] = await self._builder.summary(m.room_id, request.user_id)
+        if summary is None and has_members:  # membership may have changed: fresh counts
+            summary = await self._builder.summary(m.room_id, request.user_id)
+        if summary is not None:
+            room["summary"] = summary
         return room
 
     async def _left_room(

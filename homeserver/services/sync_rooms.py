@@ -5,7 +5,7 @@ stripped state of invites and knocks (C-S "Syncing"; sync.yaml "Joined Room", "L
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -78,9 +78,14 @@ class RoomSyncBuilder:
         self._store = store
         self._visibility = visibility
 
-    async def room(self, rng: RoomRange, sync_filter: Filter) -> RoomSnapshot:
+    async def room(
+        self, rng: RoomRange, sync_filter: Filter, heroes: Collection[str] = ()
+    ) -> RoomSnapshot:
+        """The timeline and the state before it; with lazy-loading, the member events of
+        `heroes` join the state (sync.yaml `m.heroes`: they "MUST be included")."""
         timeline = await self.timeline(rng, sync_filter.room.timeline)
-        state = await self.state(rng, sync_filter.room.state, sync_filter.room.timeline, timeline)
+        room = sync_filter.room
+        state = await self.state(rng, room.state, room.timeline, timeline, heroes)
         return RoomSnapshot(timeline, state)
 
     # --- timeline ---------------------------------------------------------------------------
@@ -165,6 +170,7 @@ class RoomSyncBuilder:
         state_filter: RoomEventFilter,
         timeline_filter: RoomEventFilter,
         timeline: Timeline,
+        heroes: Collection[str] = (),
     ) -> list[EventView]:
         """The state at the start of the timeline: all of it for a room new to the client (or
         `full_state`), else the delta since `since` (C-S "Syncing", the note on `state`)."""
@@ -179,7 +185,7 @@ class RoomSyncBuilder:
         else:
             chosen = {}
         if state_filter.lazy_load_members:
-            chosen = self._lazy_members(rng, chosen, at_start, timeline, full)
+            chosen = self._lazy_members(rng, chosen, at_start, timeline, full, heroes)
         events = await self._state.get_events(
             eid for eid in chosen.values() if eid not in timeline_ids
         )
@@ -198,10 +204,11 @@ class RoomSyncBuilder:
         at_start: Mapping[StateKey, str],
         timeline: Timeline,
         full: bool,
+        heroes: Collection[str],
     ) -> dict[StateKey, str]:
         """C-S "Lazy-loading room members": member events only for the timeline's senders
         (and the user's own when the room is new to the client or on full state)."""
-        wanted: set[str] = {view.event.sender for view in timeline.events}
+        wanted: set[str] = {view.event.sender for view in timeline.events} | set(heroes)
         if full:
             wanted.add(rng.user_id)
         kept = {k: v for k, v in chosen.items() if k[0] != MEMBER}
