@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from federation.room_versions import V11
+from homeserver.storage import users
 from tests.federation_api.conftest import ALICE, JoinedRoom, create_room, remote_join
 from tests.federation_api.support import World, path_of
 
@@ -120,8 +121,6 @@ async def test_remote_member_leaves_through_make_leave_and_send_leave(
 
 
 async def test_invite_for_a_local_user_is_co_signed_and_stored_for_sync(world: World) -> None:
-    from homeserver.storage import users
-
     carol = "@carol:veche.test"
     await users.create_user(world.deps.pool, carol, None, created_ts=0)
     remote = world.remote
