@@ -189,3 +189,23 @@ async def test_invite_for_an_unknown_user_is_refused(world: World) -> None:
         world.federation_url, "PUT", path_of(V2 + "/invite/{}/{}", room_id, event_id), body
     )
     assert reply.status == 403
+
+
+async def test_knock_through_make_knock_and_send_knock(world: World) -> None:
+    room_id = await create_room(world, join_rule="knock")
+    remote, bob = world.remote, world.remote.user("bob")
+    made = await remote.call(
+        world.federation_url, "GET", path_of(V1 + "/make_knock/{}/{}", room_id, bob) + "?ver=11"
+    )
+    assert made.status == 200, made.body
+    event_id, pdu = remote.sign_event(made.body["event"])
+    sent = await remote.call(
+        world.federation_url, "PUT", path_of(V1 + "/send_knock/{}/{}", room_id, event_id), pdu
+    )
+    assert sent.status == 200, sent.body
+    assert {e["type"] for e in sent.body["knock_room_state"]} >= {
+        "m.room.create",
+        "m.room.join_rules",
+    }
+    current = await world.deps.engine.state.get_current_state(room_id)
+    assert current[("m.room.member", bob)].membership == "knock"

@@ -218,3 +218,28 @@ async def test_typing_edus_count_only_for_the_senders_own_users(
     assert reply.status == 200
     assert reply.body == {"pdus": {}}
     assert typing.typing_users(room_id) == [joined_room.bob]
+
+
+async def test_an_event_evading_a_ban_from_before_it_is_soft_failed(
+    world: World, joined_room: JoinedRoom
+) -> None:
+    prevs, ids, depth = await room_heads(world, joined_room.room_id)
+    await world.deps.engine.pipeline.create_local_event(
+        joined_room.room_id, "m.room.member", ALICE, {"membership": "ban"}, joined_room.bob
+    )
+    # Bob's server builds on the DAG as it was before the ban.
+    event_id, pdu = world.remote.build_event(
+        joined_room.room_id,
+        "m.room.message",
+        joined_room.bob,
+        {"msgtype": "m.text", "body": "evading"},
+        prev_events=prevs,
+        auth_events=auth_for(ids, joined_room.bob),
+        depth=depth,
+    )
+    reply = await send(world, "t-soft", [pdu])
+    assert reply.body == {"pdus": {event_id: {}}}
+    row = await stored(world, event_id)
+    assert row.soft_failed and not row.visible_to_clients
+    room = await world.deps.engine.state.get_room_state(joined_room.room_id)
+    assert room is not None and event_id not in room.forward_extremities
