@@ -90,11 +90,14 @@ class ClientEventFormatter:
         viewer: Viewer,
         *,
         bundle: bool = True,
+        replaced_state: bool = True,
         memberships: Mapping[str, str] | None = None,
         _in_thread_summary: bool = False,
     ) -> list[dict[str, Any]]:
-        """Client events for `rows`, in order. `memberships`: `event_id → the viewer's
-        membership at the event` where known (`unsigned.membership`)."""
+        """Client events for `rows`, in order. `bundle`: add bundled aggregations;
+        `replaced_state`: add `replaces_state`/`prev_content` (off for whole state listings,
+        where each event would need the state before it); `memberships`: `event_id → the
+        viewer's membership at the event` where known (`unsigned.membership`)."""
         if not rows:
             return []
         now = self._clock()
@@ -110,7 +113,8 @@ class ClientEventFormatter:
             if memberships is not None and row.event.event_id in memberships:
                 unsigned["membership"] = memberships[row.event.event_id]
         await self._add_redacted_because(rows, formatted, now)
-        await self._add_replaced_state(rows, formatted, now)
+        if replaced_state:
+            await self._add_replaced_state(rows, formatted, now)
         if bundle:
             await self._add_bundles(rows, formatted, viewer, with_threads=not _in_thread_summary)
         return formatted
@@ -137,13 +141,17 @@ class ClientEventFormatter:
         self, rows: Sequence[EventRow], formatted: list[dict[str, Any]], now: int
     ) -> None:
         """`replaces_state` and `prev_content` from the state before each state event."""
+        state_events = [row.event for row in rows if row.event.state_key is not None]
+        if not state_events:
+            return
+        groups = await self._cache.get_state_groups_for_events(e.event_id for e in state_events)
         replaced: dict[str, str] = {}
-        for row in rows:
-            state_event = row.event
-            if state_event.state_key is None:
+        for state_event in state_events:
+            if state_event.event_id not in groups:
                 continue
-            before = await self._cache.get_state_before_event(state_event.event_id)
-            previous = None if before is None else before.get(state_event.state_tuple)
+            _, before_group = groups[state_event.event_id]
+            before = await self._cache.get_state_group_state(before_group)
+            previous = before.get(state_event.state_tuple)
             if previous is not None:
                 replaced[state_event.event_id] = previous
         if not replaced:

@@ -185,7 +185,9 @@ class RoomPaginator:
         wanted = {state[(MEMBER, s)] for s in senders if (MEMBER, s) in state}
         found = await self._store.get_event_rows(wanted)
         ordered = sorted(found.values(), key=lambda r: r.event.state_key or "")
-        return await self._reader.formatter.format_events(ordered, viewer, bundle=False)
+        return await self._reader.formatter.format_events(
+            ordered, viewer, bundle=False, replaced_state=False
+        )
 
     async def context(
         self,
@@ -241,15 +243,15 @@ class RoomPaginator:
     ) -> list[dict[str, Any]]:
         """"The state of the room at the last event returned", filtered; with lazy loading,
         members only for the senders of the returned events."""
+        state = await self._reader.cache.get_state_after_event(last.event.event_id) or {}
         if event_filter is not None and event_filter.lazy_load_members:
-            state = await self._reader.cache.get_state_after_event(last.event.event_id) or {}
             senders = {row.event.sender for row in rows}
             state = {k: v for k, v in state.items() if k[0] != MEMBER or k[1] in senders}
-        else:
-            state = await self._reader.cache.get_state_after_event(last.event.event_id) or {}
         state_rows = await self._reader.state_rows(state)
         state_rows = [r for r in state_rows if event_matches(event_filter, filter_view(r))]
-        return await self._reader.formatter.format_events(state_rows, viewer, bundle=False)
+        return await self._reader.formatter.format_events(
+            state_rows, viewer, bundle=False, replaced_state=False
+        )
 
 
 def parse_limit(value: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:

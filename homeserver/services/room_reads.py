@@ -114,7 +114,9 @@ class RoomReader:
         """GET /rooms/{roomId}/state."""
         access = await self.check_access(room_id, viewer.user_id)
         rows = await self.state_rows(await self.state_ids(access))
-        return await self.formatter.format_events(rows, viewer, bundle=False)
+        return await self.formatter.format_events(
+            rows, viewer, bundle=False, replaced_state=False
+        )
 
     async def get_state_event(
         self, room_id: str, event_type: str, state_key: str, viewer: Viewer
@@ -155,7 +157,9 @@ class RoomReader:
                 if (membership is not None and row.event.membership == membership)
                 or (not_membership is not None and row.event.membership != not_membership)
             ]
-        return await self.formatter.format_events(rows, viewer, bundle=False)
+        return await self.formatter.format_events(
+            rows, viewer, bundle=False, replaced_state=False
+        )
 
     async def state_at_key(self, access: RoomAccess, key: Key) -> Mapping[StateKey, str]:
         """The room state at a point of its history (never past the user's leave)."""
