@@ -10,13 +10,13 @@ from federation.signing import generate_signing_key
 from federation.xmatrix import build_authorization_header
 from homeserver.storage import users
 from tests.federation_api.conftest import ALICE, JoinedRoom, create_room
-from tests.federation_api.support import OUR_NAME, World, path_of, running_world
+from tests.federation_api.support import OUR_NAME, Reply, World, path_of, running_world
 from tests.federation_api.test_transactions import message, send
 
 V1 = "/_matrix/federation/v1"
 
 
-async def state_ids(world: World, room: JoinedRoom, *, as_other: bool = False) -> object:
+async def state_ids(world: World, room: JoinedRoom, *, as_other: bool = False) -> Reply:
     server = world.other if as_other else world.remote
     path = (
         path_of(V1 + "/state_ids/{}", room.room_id)
