@@ -182,7 +182,9 @@ class ProfileService:
                 content.pop(key, None)
             else:
                 content[key] = value
-        content.pop("reason", None)  # the reason was for the original join, not this update
+        # The reason and the restricted-join authorisation were for the original join only.
+        content.pop("reason", None)
+        content.pop("join_authorised_via_users_server", None)
         if content == dict(member.content):
             return
         try:
