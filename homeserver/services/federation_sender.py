@@ -1,0 +1,280 @@
+"""Outbound federation: every local event and EDU reaches the servers that should have it.
+
+S2S "Transactions" and "PDUs": events created here are pushed to the other servers in their
+room with `PUT /send/{txnId}`; EDUs (S2S "EDUs") ride in the same transactions.
+
+How an event travels (GUIDE.md "Outbound federation"):
+1. The pipeline commits it and runs our hook, which only wakes the stream reader.
+2. The stream reader reads local events after its persisted position (never past
+   `StreamTracker.current_position`, so none is skipped), works out each event's destinations
+   (servers with joined members now, plus the target's server of a kick or ban; never us, never
+   a server our config or the room's ACL excludes) and queues them in `federation_outbox`,
+   moving its position in the same database transaction: a crash loses nothing.
+3. Each destination's queue (homeserver/services/federation_queue.py) sends its rows oldest
+   first and deletes them once acknowledged, so a destination that was down gets every event
+   it missed when it is back (catch-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from federation.acl import ServerAcl, is_server_allowed
+from federation.ids import is_valid_user_id, server_name_of
+from federation.pdu import Event
+from homeserver.remote.policy import ServerPolicy
+from homeserver.services.federation_queue import (
+    Backoff,
+    DestinationQueue,
+    QueueLimits,
+    TransactionClient,
+    now_ms,
+)
+from homeserver.storage.federation_outbound import (
+    FederationOutboundStore,
+    RetryState,
+    StreamEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+# EDUs worth nothing once stale: kept in memory only, never queued for a dead server.
+EPHEMERAL_EDU_TYPES: Final = frozenset({"m.typing", "m.presence"})
+# Local events read from the stream per database round trip.
+STREAM_BATCH: Final = 200
+MEMBER: Final = "m.room.member"
+# A kicked or banned user's server must learn of it, though it has no joined member any more.
+_TARGET_NOTIFIED: Final = frozenset({"leave", "ban"})
+
+
+class StreamPosition(Protocol):
+    """`homeserver.services.streams.StreamTracker`: every event at or below
+    `current_position` is committed."""
+
+    @property
+    def current_position(self) -> int: ...
+
+
+class FederationSender:
+    def __init__(
+        self,
+        *,
+        store: FederationOutboundStore,
+        client: TransactionClient,
+        stream: StreamPosition,
+        server_name: str,
+        server_policy: ServerPolicy,
+        enabled: bool = True,
+        backoff: Backoff | None = None,
+        limits: QueueLimits | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._stream = stream
+        self._server_name = server_name
+        self._policy = server_policy
+        # federation.enabled: false — nothing is queued and nothing is sent.
+        self._enabled = enabled
+        self._backoff = backoff or Backoff()
+        self._limits = limits or QueueLimits()
+        self._clock_ms = clock_ms
+        self._rand = rand
+        self._queues: dict[str, DestinationQueue] = {}
+        # txnIds only need to be unique per destination: start-up time and a counter.
+        self._txn_counter = itertools.count(1)
+        self._txn_prefix = str(int(time.time() * 1000))
+        self._position = 0
+        self._events_ready = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume where the last run stopped: unread events, queued work, backoffs."""
+        if not self._enabled:
+            return
+        self._position = await self._store.get_stream_position()
+        for destination, retry in (await self._store.get_backoff_states()).items():
+            self._queue(destination, retry)
+        for destination in await self._store.get_destinations_with_work():
+            self._queue(destination).wake()
+        self._reader = asyncio.create_task(self._read_stream(), name="federation-stream-reader")
+        self._events_ready.set()  # events committed while we were down
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await asyncio.gather(*(queue.close() for queue in self._queues.values()))
+
+    # --- entry points ---------------------------------------------------------------------
+
+    async def on_events_persisted(self, events: Sequence[Event]) -> None:
+        """The pipeline's `add_persisted_hook`: cheap, it only wakes the stream reader.
+
+        Events from other servers are theirs to send; only ours are forwarded.
+        """
+        if self._enabled and any(event.sender_domain == self._server_name for event in events):
+            self._events_ready.set()
+
+    def on_inbound_request(self, origin: str) -> None:
+        """A request from `origin` passed X-Matrix authentication: it is alive, so stop
+        backing off and send it what it missed now (for `FederationAuth`'s origin hook)."""
+        queue = self._queues.get(origin)
+        if queue is not None and queue.backing_off:
+            queue.reset_backoff()
+
+    async def send_edu(
+        self,
+        destinations: str | Iterable[str],
+        edu_type: str,
+        content: Mapping[str, Any],
+        *,
+        durable: bool | None = None,
+    ) -> None:
+        """Send an EDU (S2S "EDUs") to each destination in its next transaction.
+
+        `durable` defaults by type: typing and presence live in memory only and are not
+        queued for a destination that is backing off; every other EDU (to-device messages,
+        device list updates, receipts …) is persisted and delivered after an outage.
+        """
+        if isinstance(destinations, str):
+            destinations = [destinations]
+        targets = [d for d in dict.fromkeys(destinations) if self._may_send_to(d)]
+        if not targets:
+            return
+        if durable is None:
+            durable = edu_type not in EPHEMERAL_EDU_TYPES
+        if durable:
+            await self._store.queue_edus(targets, edu_type, content, self._clock_ms())
+            for destination in targets:
+                self._queue(destination).wake()
+        else:
+            for destination in targets:
+                self._queue(destination).add_ephemeral_edu(edu_type, content)
+
+    async def servers_in_room(self, room_id: str) -> set[str]:
+        """The other servers with joined members in the room (where its EDUs go)."""
+        joined = await self._store.get_joined_servers([room_id])
+        return {server for server in joined[room_id] if server != self._server_name}
+
+    async def send_edu_to_room(
+        self,
+        room_id: str,
+        edu_type: str,
+        content: Mapping[str, Any],
+        *,
+        durable: bool | None = None,
+    ) -> None:
+        """`send_edu` to every other server in the room (typing, receipts)."""
+        await self.send_edu(await self.servers_in_room(room_id), edu_type, content, durable=durable)
+
+    def is_backing_off(self, destination: str) -> bool:
+        queue = self._queues.get(destination)
+        return queue is not None and queue.backing_off
+
+    # --- the stream reader ----------------------------------------------------------------
+
+    async def _read_stream(self) -> None:
+        while not self._closed:
+            await self._events_ready.wait()
+            self._events_ready.clear()
+            try:
+                await self._queue_new_events()
+            except Exception:
+                logger.exception("federation sender could not read the event stream; retrying")
+                await asyncio.sleep(1.0)
+                self._events_ready.set()
+
+    async def _queue_new_events(self) -> None:
+        up_to = self._stream.current_position
+        while self._position < up_to:
+            events = await self._store.get_local_events(
+                self._position, up_to, self._server_name, STREAM_BATCH
+            )
+            new_position = events[-1].stream_ordering if len(events) == STREAM_BATCH else up_to
+            rows = await self._route(events)
+            await self._store.queue_pdus(rows, new_position)
+            self._position = new_position
+            for destination in dict.fromkeys(destination for destination, _ in rows):
+                self._queue(destination).wake()
+
+    async def _route(self, events: Sequence[StreamEvent]) -> list[tuple[str, StreamEvent]]:
+        """`(destination, event)` for every server each event goes to."""
+        if not events:
+            return []
+        room_ids = {event.room_id for event in events}
+        joined = await self._store.get_joined_servers(room_ids)
+        acls = {
+            room_id: ServerAcl.from_content(content)
+            for room_id, content in (await self._store.get_server_acls(room_ids)).items()
+        }
+        rows: list[tuple[str, StreamEvent]] = []
+        for event in events:
+            destinations = set(joined.get(event.room_id, ()))
+            target = _notified_target_server(event)
+            if target is not None:
+                destinations.add(target)
+            # S2S "Server Access Control Lists (ACLs)": a denied server takes no part.
+            acl = acls.get(event.room_id)
+            rows += [
+                (destination, event)
+                for destination in sorted(destinations)
+                if self._may_send_to(destination) and is_server_allowed(acl, destination)
+            ]
+        return rows
+
+    # --- queues ---------------------------------------------------------------------------
+
+    def _may_send_to(self, destination: str) -> bool:
+        """Never ourselves; never a server `federation.allowed_servers` / `denied_servers`
+        exclude; nothing at all when federation is disabled."""
+        return (
+            self._enabled
+            and not self._closed
+            and destination != self._server_name
+            and self._policy.allows(destination)
+        )
+
+    def _queue(self, destination: str, retry: RetryState | None = None) -> DestinationQueue:
+        queue = self._queues.get(destination)
+        if queue is None:
+            queue = DestinationQueue(
+                destination,
+                store=self._store,
+                client=self._client,
+                server_name=self._server_name,
+                next_txn_id=self._new_txn_id,
+                retry=retry,
+                backoff=self._backoff,
+                limits=self._limits,
+                clock_ms=self._clock_ms,
+                rand=self._rand,
+            )
+            self._queues[destination] = queue
+        return queue
+
+    def _new_txn_id(self) -> str:
+        return f"{self._txn_prefix}.{next(self._txn_counter)}"
+
+
+def _notified_target_server(event: StreamEvent) -> str | None:
+    """The server of the user a local kick or ban is about (it may have no member left)."""
+    if event.type != MEMBER or event.membership not in _TARGET_NOTIFIED:
+        return None
+    state_key = event.state_key
+    if state_key is None or not is_valid_user_id(state_key, historical=True):
+        return None
+    return server_name_of(state_key)
