@@ -47,6 +47,7 @@ from homeserver.http.client import tags as tags_http
 from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
+from homeserver.http.federation import key_query as federation_key_query
 from homeserver.http.federation import keys as federation_keys
 from homeserver.http.federation import routes as federation_routes
 from homeserver.http.federation import version as federation_version
@@ -64,6 +65,7 @@ from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
@@ -79,6 +81,7 @@ from homeserver.services.sync_setup import SyncServices
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.aliases import AliasesStore
 from homeserver.storage.events import EventsStore
+from homeserver.storage.federation_outbound import FederationOutboundStore
 from homeserver.storage.profiles import ProfilesStore
 from homeserver.storage.room_directory import RoomDirectoryStore
 from homeserver.storage.rooms import RoomsStore
@@ -226,6 +229,8 @@ class Dependencies:
     remote: RemoteServices | None = None
     # Serving other servers: /send, room reads, membership handshakes (issue 5).
     federation_inbound: FederationInboundServices | None = None
+    # Sending to other servers: per-destination queues of PDUs and EDUs (issue 5).
+    federation_sender: FederationSender | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
@@ -239,6 +244,8 @@ class Dependencies:
     async def close(self) -> None:
         self.sync.close()
         await self.engine.close()
+        if self.federation_sender is not None:
+            await self.federation_sender.close()
         if self.remote is not None:
             await self.remote.close()
 
@@ -257,9 +264,10 @@ async def build_dependencies(
         notifier=engine.notifier,
         pipeline=engine.pipeline,
     )
-    remote = inbound = None
+    remote = inbound = sender = None
     if config.federation.enabled:
         remote = create_remote_services(config, pool, signing_key)
+        sender = await start_federation_sender(config, pool, engine, remote)
         inbound = FederationInboundServices.build(
             pool=pool,
             server_name=config.server_name,
@@ -271,7 +279,28 @@ async def build_dependencies(
             requester=remote.client,
             typing=sync.typing,
         )
-    return Dependencies(config, pool, signing_key, schema_version, engine, sync, remote, inbound)
+    return Dependencies(
+        config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender
+    )
+
+
+async def start_federation_sender(
+    config: Config, pool: asyncpg.Pool, engine: RoomEngine, remote: RemoteServices
+) -> FederationSender:
+    """Outbound federation: resumes queued work, then follows every event the pipeline
+    persists (it forwards only our users' events)."""
+    sender = FederationSender(
+        store=FederationOutboundStore(pool),
+        client=remote.client,
+        stream=engine.tracker,
+        server_name=config.server_name,
+        server_policy=remote.server_policy,
+        enabled=config.federation.enabled,
+    )
+    await sender.start()
+    engine.pipeline.add_persisted_hook(sender.on_events_persisted)
+    return sender
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,21 +427,37 @@ def _add_account_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
 def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     config = deps.config
     federation_version.add_routes(router)
-    federation_keys.add_routes(
-        router,
-        federation_keys.ServerKeysResource(
-            server_name=config.server_name,
-            signing_key=deps.signing_key,
-            valid_for=config.key_valid_for,
-            old_verify_keys={
-                key_id: (old.key, old.expired_ts) for key_id, old in config.old_verify_keys.items()
-            },
-        ),
+    server_keys = federation_keys.ServerKeysResource(
+        server_name=config.server_name,
+        signing_key=deps.signing_key,
+        valid_for=config.key_valid_for,
+        old_verify_keys={
+            key_id: (old.key, old.expired_ts) for key_id, old in config.old_verify_keys.items()
+        },
     )
+    federation_keys.add_routes(router, server_keys)
+    if deps.remote is not None:
+        # S2S "Querying Keys Through Another Server": we answer as a notary.
+        federation_key_query.add_routes(
+            router,
+            federation_key_query.KeyQueryResource(
+                server_name=config.server_name,
+                signing_key=deps.signing_key,
+                own_key_response=server_keys.body,
+                keyring=deps.remote.keyring,
+                db=deps.pool,
+            ),
+        )
     if deps.remote is not None and deps.federation_inbound is not None:
+        sender = deps.federation_sender
         federation_routes.add_routes(
             router,
-            FederationAuth(deps.remote.keyring, deps.remote.server_policy),
+            FederationAuth(
+                deps.remote.keyring,
+                deps.remote.server_policy,
+                # Any authenticated request proves the peer alive: end its backoff.
+                on_origin_seen=sender.on_inbound_request if sender is not None else None,
+            ),
             deps.federation_inbound,
             server_name=config.server_name,
             aliases=deps.room_services.aliases,

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from federation.keys import build_server_keys
 from federation.pdu import Event
 from federation.room_versions import V11
 from federation.signing import (
@@ -27,7 +28,12 @@ from federation.signing import (
     add_hashes_and_signatures,
     generate_signing_key,
 )
-from federation.xmatrix import XMatrixError, parse_authorization_header, verify_request
+from federation.xmatrix import (
+    XMatrixError,
+    build_authorization_header,
+    parse_authorization_header,
+    verify_request,
+)
 from homeserver.config import parse_config
 from homeserver.remote.client import ClientLimits
 from homeserver.remote.factory import RemoteServices, create_remote_services
@@ -73,6 +79,7 @@ class FakePeer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_put("/_matrix/federation/v1/send/{txnId}", self._send)
+        app.router.add_get("/_matrix/key/v2/server", self._keys)
         self._release = asyncio.Event()
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -86,6 +93,17 @@ class FakePeer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _keys(self, request: web.Request) -> web.Response:
+        """S2S "Publishing Keys", so that we can verify this peer's requests to us."""
+        valid_until_ts = int(time.time() * 1000) + 24 * 3600 * 1000
+        return web.json_response(build_server_keys(self.server_name, self.key, valid_until_ts))
+
+    def authorization(self, method: str, uri: str, destination: str, content: Any = None) -> str:
+        """The X-Matrix header of a request this peer makes to `destination`."""
+        return build_authorization_header(
+            method, uri, self.server_name, destination, content, self.key
+        )
 
     async def _send(self, request: web.Request) -> web.Response:
         body = await request.json()
