@@ -71,6 +71,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.remote_membership import RemoteMembershipClient
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
@@ -88,6 +89,9 @@ from homeserver.storage.rooms import RoomsStore
 from homeserver.storage.state import StateStore
 
 ListenerType = Literal["client", "federation"]
+# What joining and inviting across servers needs: the outbound client and keyring, the
+# inbound receiver's checks, and our signing key.
+RemoteMembershipWiring = tuple[RemoteServices, FederationInboundServices, SigningKey]
 
 CLIENT: Final = "client"
 FEDERATION: Final = "federation"
@@ -164,9 +168,29 @@ class RoomServices:
     directory: RoomDirectoryService
 
     @classmethod
-    def build(cls, config: Config, pool: asyncpg.Pool, engine: RoomEngine) -> RoomServices:
+    def build(
+        cls,
+        config: Config,
+        pool: asyncpg.Pool,
+        engine: RoomEngine,
+        federation: RemoteMembershipWiring | None = None,
+    ) -> RoomServices:
         server_name, rooms, state = config.server_name, engine.rooms, engine.state
         pipeline, directory_store = engine.pipeline, RoomDirectoryStore(pool)
+        remote_membership = None
+        if federation is not None:  # rooms on other servers (issue 5)
+            remote, inbound, signing_key = federation
+            remote_membership = RemoteMembershipClient(
+                client=remote.client,
+                keyring=remote.keyring,
+                receiver=inbound.receiver,
+                pipeline=pipeline,
+                state=state,
+                events=engine.events,
+                directory=directory_store,
+                server_name=server_name,
+                signing_key=signing_key,
+            )
         profiles = ProfileService(
             pool=pool,
             profiles=ProfilesStore(pool),
@@ -191,6 +215,7 @@ class RoomServices:
             aliases=aliases,
             profiles=profiles,
             server_name=server_name,
+            remote=remote_membership,
         )
         creation = RoomCreationService(
             pipeline=pipeline,
@@ -234,8 +259,13 @@ class Dependencies:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
+        federation = None
+        if self.remote is not None and self.federation_inbound is not None:
+            federation = (self.remote, self.federation_inbound, self.signing_key)
         object.__setattr__(
-            self, "room_services", RoomServices.build(self.config, self.pool, self.engine)
+            self,
+            "room_services",
+            RoomServices.build(self.config, self.pool, self.engine, federation),
         )
         object.__setattr__(
             self, "room_reads", RoomReadServices.build(self.pool, self.engine.state)
