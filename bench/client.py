@@ -140,6 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             _, seconds = await timed(asyncio.wait_for(ctx.users(ctx.pool_size(chosen)),
                                                       args.scenario_timeout))
             summary["meta"]["registration_s"] = round(seconds, 1)
+            summary["memory"]["after_registration"] = memory_snapshot(args.pid, args.db_pid)
         except (BenchError, aiohttp.ClientError, TimeoutError, KeyError) as exc:
             summary["meta"]["registration_error"] = f"{type(exc).__name__}: {exc}"
             chosen = []  # every scenario needs users
@@ -156,6 +157,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu_after = cpu_snapshot(args.pid, args.db_pid)
             result["server_cpu_s"] = {k: round(cpu_after[k] - cpu_before[k], 2)
                                       for k in cpu_after if k in cpu_before}
+            if args.pid is not None:
+                memory = memory_snapshot(args.pid, None).get("homeserver", {})
+                result["homeserver_rss_mb_after"] = memory.get("rss_mb")
             summary["scenarios"][name] = result
         summary["memory"]["after"] = memory_snapshot(args.pid, args.db_pid)
         summary["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -197,6 +201,9 @@ def table(summary: dict[str, Any]) -> str:
         add(f"delivery to {r['receivers']} receivers: p50 / p95 ms",
             f"{lat.get('p50_ms')} / {lat.get('p95_ms')} ({lat['count']} deliveries, "
             f"{r['missing_deliveries_after_10s']} missing)")
+        first, last = r["first_receiver_latency"], r["last_receiver_latency"]
+        add("delivery: first / last receiver p50 ms", f"{first.get('p50_ms')} / "
+            f"{last.get('p50_ms')}")
     if not failed("initial_sync"):
         r = sc["initial_sync"]
         add(f"initial sync, {r['rooms']} rooms: first / median ms",
@@ -210,7 +217,7 @@ def table(summary: dict[str, Any]) -> str:
         r = sc["join"]
         add(f"join into {r['members_before']}-member room: first / p50 ms",
             f"{r['first_join_ms']} / {r['joins']['p50_ms']}")
-    for when in ("idle", "after"):
+    for when in ("idle", "after_registration", "after"):
         mem = summary["memory"].get(when, {})
         if "homeserver" in mem:
             add(f"RSS {when}: homeserver / with children MB",

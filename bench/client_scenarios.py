@@ -160,6 +160,7 @@ async def delivery_latency(ctx: Context) -> dict[str, Any]:
     seen_by: dict[str, int] = {}
     everyone_has: dict[str, asyncio.Event] = {}
     latencies: list[float] = []
+    per_message: dict[str, list[float]] = {}
     polls = [0]
     errors: list[str] = []
     deadline = time.monotonic() + s.delivery_messages * (s.delivery_gap + 12) + 40
@@ -183,6 +184,7 @@ async def delivery_latency(ctx: Context) -> dict[str, Any]:
                 if text in sent_at and text not in got:
                     got.add(text)
                     latencies.append(arrived - sent_at[text])
+                    per_message.setdefault(text, []).append(arrived - sent_at[text])
                     seen_by[text] += 1
                     if seen_by[text] == len(receivers):
                         everyone_has[text].set()
@@ -212,7 +214,11 @@ async def delivery_latency(ctx: Context) -> dict[str, Any]:
     result: dict[str, Any] = {
         "receivers": len(receivers), "messages": s.delivery_messages,
         "inline_filter": filter_json is not None,
-        "delivery_latency": latency_summary(latencies), "send_latency":
+        "delivery_latency": latency_summary(latencies),
+        # The fastest and slowest receiver of each message: wake-up latency vs. fan-out cost.
+        "first_receiver_latency": latency_summary([min(v) for v in per_message.values()]),
+        "last_receiver_latency": latency_summary([max(v) for v in per_message.values()]),
+        "send_latency":
         latency_summary(send_latencies), "sync_responses": polls[0],
         "missing_deliveries_after_10s": undelivered}
     if errors:
