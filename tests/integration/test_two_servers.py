@@ -240,3 +240,26 @@ async def test_joining_an_unknown_room_on_another_server_fails_cleanly(servers: 
     )
     assert status == 404, reply
     assert reply["errcode"] == "M_NOT_FOUND"
+
+
+async def test_a_user_of_another_server_rejects_an_invite(servers: Servers) -> None:
+    alice, carol = await servers.a.register("alice"), await servers.b.register("carol")
+    status, created = await alice.call(
+        "POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat"}
+    )
+    room_id = created["room_id"]
+    status, reply = await alice.call(
+        "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": carol.user_id}
+    )
+    assert status == 200, reply
+
+    status, reply = await carol.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
+    assert status == 200, reply
+
+    member = (await state_of(alice, room_id))[("m.room.member", carol.user_id)]
+    status, event = await alice.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(member)}"
+    )
+    assert event["content"]["membership"] == "leave"
+    status, sync = await carol.call("GET", "/_matrix/client/v3/sync")
+    assert room_id not in sync["rooms"].get("invite", {})
