@@ -39,7 +39,7 @@ from homeserver.remote.client import ClientLimits
 from homeserver.remote.factory import RemoteServices, create_remote_services
 from homeserver.services.federation_queue import Backoff, QueueLimits
 from homeserver.services.federation_sender import FederationSender
-from homeserver.storage.federation_outbound import FederationOutboundStore
+from homeserver.storage.federation_outbound import FederationOutboundStore, RetryState
 from tests.remote.fakes import free_port
 from tests.remote.support import LoopbackCertificate
 from tests.services.pipeline_harness import SERVER, Harness
@@ -171,6 +171,18 @@ class FakePeer:
         return Event.from_pdu(pdu, V11)
 
 
+class RecordingStore(FederationOutboundStore):
+    """The real store, remembering every retry state written (in order)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.retry_states: list[tuple[str, RetryState]] = []
+
+    async def set_retry_state(self, destination: str, state: RetryState) -> None:
+        self.retry_states.append((destination, state))
+        await super().set_retry_state(destination, state)
+
+
 def event_id_of(pdu: dict[str, Any]) -> str:
     # Room v11 PDUs carry no event_id; the peer names them by reference hash like any server.
     return Event.from_pdu(pdu, V11).event_id
@@ -220,9 +232,10 @@ async def running_sender(
     enabled: bool = True,
     backoff: Backoff = FAST_BACKOFF,
     limits: QueueLimits | None = None,
+    store: FederationOutboundStore | None = None,
 ) -> AsyncIterator[FederationSender]:
     sender = FederationSender(
-        store=FederationOutboundStore(pool),
+        store=store or FederationOutboundStore(pool),
         client=remote.client,
         stream=h.tracker,
         server_name=SERVER,

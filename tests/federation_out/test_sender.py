@@ -7,6 +7,7 @@ one or more `FakePeer` TLS servers that verify our X-Matrix signature and record
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from homeserver.storage.federation_outbound import FederationOutboundStore, Retr
 from tests.federation_out.peer import (
     Attempt,
     FakePeer,
+    RecordingStore,
     event_id_of,
     remote_services,
     running_peer,
@@ -224,16 +226,19 @@ async def test_backoff_doubles_up_to_its_cap_and_survives_a_sender_restart(
     room_id, _ = await room_with(harness, peer)
     await peer.stop()  # connection refused from now on
     backoff = Backoff(initial_ms=40, multiplier=2.0, max_ms=300, jitter=0.0)
-    intervals: list[int] = []
-    async with running_sender(harness, remote, pool, backoff=backoff) as sender:
+    store = RecordingStore(pool)
+    async with running_sender(harness, remote, pool, backoff=backoff, store=store) as sender:
         missed = await say(harness, room_id, "while you were down")
-        while len(intervals) < 5:
-            row = await retry_row(pool, peer.server_name)
-            if row is not None and row["failure_count"] > len(intervals):
-                intervals.append(row["retry_interval_ms"])
-            await asyncio.sleep(0.005)
+        await wait_until(lambda: len(store.retry_states) >= 5)
         assert sender.is_backing_off(peer.server_name)
-    assert intervals == [40, 80, 160, 300, 300]
+    states = [state for _, state in store.retry_states[:5]]
+    assert [s.retry_interval_ms for s in states] == [40, 80, 160, 300, 300]
+    assert [s.failure_count for s in states] == [1, 2, 3, 4, 5]
+    # Each attempt waited out the previous interval.
+    gaps = [b.retry_last_ts - a.retry_last_ts for a, b in itertools.pairwise(states)]
+    assert all(gap >= a.retry_interval_ms for gap, a in zip(gaps, states, strict=False))
+    row = await retry_row(pool, peer.server_name)
+    assert row is not None and row["failure_count"] >= 5  # persisted
 
     # Make the persisted retry due well in the future: a restarted sender must respect it.
     due_ts = int(time.time() * 1000) + 700
