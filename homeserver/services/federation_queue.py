@@ -6,9 +6,9 @@ server must wait and retry for a 200 OK response before sending a transaction wi
 is retried, unchanged and under the same txnId, until the destination accepts it.
 
 GUIDE.md "Outbound federation": failures back off exponentially up to a cap (the spec leaves
-the numbers to us; S2S "Resolving server names" asks for exponential backoff on repeated
-failures). The retry state is persisted, so a restart does not hammer a dead server; any
-authenticated request from the destination proves it is alive and resets the backoff.
+the schedule to implementations). The retry state is persisted, so a restart does not hammer a
+dead server; any authenticated request from the destination proves it is alive and resets the
+backoff.
 
 Each queue runs its own asyncio task, only while it has work, so a slow or dead destination
 never delays the others.

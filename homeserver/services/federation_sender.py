@@ -5,7 +5,8 @@ room with `PUT /send/{txnId}`; EDUs (S2S "EDUs") ride in the same transactions.
 
 How an event travels (GUIDE.md "Outbound federation"):
 1. The pipeline commits it and runs our hook, which only wakes the stream reader.
-2. The stream reader reads local events after its persisted position (never past
+2. The stream reader (also woken whenever the stream position advances) reads local
+   events after its persisted position (never past
    `StreamTracker.current_position`, so none is skipped), works out each event's destinations
    (servers with joined members now, plus the target's server of a kick or ban; never us, never
    a server our config or the room's ACL excludes) and queues them in `federation_outbox`,
@@ -56,10 +57,12 @@ _TARGET_NOTIFIED: Final = frozenset({"leave", "ban"})
 
 class StreamPosition(Protocol):
     """`homeserver.services.streams.StreamTracker`: every event at or below
-    `current_position` is committed."""
+    `current_position` is committed; listeners hear each time it advances."""
 
     @property
     def current_position(self) -> int: ...
+
+    def add_listener(self, listener: Callable[[int], None]) -> None: ...
 
 
 class FederationSender:
@@ -109,6 +112,10 @@ class FederationSender:
         for destination in await self._store.get_destinations_with_work():
             self._queue(destination).wake()
         self._reader = asyncio.create_task(self._read_stream(), name="federation-stream-reader")
+        # A local event committed while a lower position was still in flight lies beyond
+        # `current_position` when its hook runs; it becomes readable when the position
+        # advances past it, which may happen on another room's (remote) commit.
+        self._stream.add_listener(self._on_stream_advanced)
         self._events_ready.set()  # events committed while we were down
 
     async def close(self) -> None:
@@ -127,6 +134,10 @@ class FederationSender:
         Events from other servers are theirs to send; only ours are forwarded.
         """
         if self._enabled and any(event.sender_domain == self._server_name for event in events):
+            self._events_ready.set()
+
+    def _on_stream_advanced(self, position: int) -> None:
+        if not self._closed and position > self._position:
             self._events_ready.set()
 
     def on_inbound_request(self, origin: str) -> None:

@@ -130,6 +130,21 @@ async def test_pdus_travel_in_transactions_of_at_most_fifty(
     assert len(received) == len(set(received))
 
 
+async def test_an_event_that_overtakes_a_slower_commit_is_sent_once_the_stream_catches_up(
+    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
+) -> None:
+    room_id, _ = await room_with(harness, peer)
+    async with running_sender(harness, remote, pool):
+        # Another transaction holds a lower stream position (say, a remote event elsewhere).
+        async with harness.tracker.allocate(harness.events.allocate_stream_positions, 1):
+            message = await say(harness, room_id, "committed first, numbered later")
+            await asyncio.sleep(0.2)
+            # Sending it now could let the reader skip the lower position for good.
+            assert message.event_id not in peer.received_event_ids()
+        # The slower transaction ends without a local event (no hook of ours runs).
+        await wait_until(lambda: message.event_id in peer.received_event_ids(), timeout_s=3)
+
+
 async def test_events_from_other_servers_are_not_sent_again(
     harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, cert: LoopbackCertificate
 ) -> None:
