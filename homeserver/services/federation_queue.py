@@ -151,14 +151,6 @@ class DestinationQueue:
     def backing_off(self) -> bool:
         return self._retry is not None and self._retry.backing_off
 
-    @property
-    def retry_state(self) -> RetryState | None:
-        return self._retry
-
-    @property
-    def idle(self) -> bool:
-        return self._task is None or self._task.done()
-
     def wake(self) -> None:
         """There may be new work in the database (or in memory): make sure the worker runs."""
         if self._closed:
