@@ -33,6 +33,7 @@ from homeserver.http.client import (
 from homeserver.http.client import account_data as account_data_http
 from homeserver.http.client import directory as directory_http
 from homeserver.http.client import filter as filter_http
+from homeserver.http.client import hierarchy as hierarchy_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
 from homeserver.http.client import profile as profile_http
@@ -67,6 +68,7 @@ from homeserver.services.credentials import PasswordChecker
 from homeserver.services.event_pipeline import EventPipeline
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
+from homeserver.services.federation_user_keys import FederationUserKeys
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
@@ -76,6 +78,7 @@ from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
 from homeserver.services.rooms import RoomCreationService
+from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
 from homeserver.services.sync_setup import SyncServices
@@ -332,7 +335,6 @@ async def start_federation_sender(
     return sender
 
 
-
 @dataclass(frozen=True, slots=True)
 class ListenerSpec:
     """One socket to bind and what it serves."""
@@ -422,6 +424,7 @@ def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None
     room_reads_http.add_routes(router, auth, reads.reader, reads.paginator)
     relations_http.add_routes(router, auth, reads.relations)
     user_directory_http.add_routes(router, auth, reads.user_directory)
+    hierarchy_http.add_routes(router, auth, SpaceHierarchy(deps.engine.state))
 
 
 def _add_room_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
@@ -492,6 +495,8 @@ def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> Non
             server_name=config.server_name,
             aliases=deps.room_services.aliases,
             profiles=deps.room_services.profiles,
+            devices_and_keys=FederationUserKeys(deps.pool, config.server_name),
+            hierarchy=SpaceHierarchy(deps.engine.state),
         )
 
 
