@@ -73,6 +73,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.remote_directory import RemoteDirectoryClient
 from homeserver.services.remote_membership import RemoteMembershipClient
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
@@ -208,6 +209,9 @@ class RoomServices:
             state=state,
             pipeline=pipeline,
             server_name=server_name,
+            remote_directory=(
+                None if federation is None else RemoteDirectoryClient(federation[0].client)
+            ),
         )
         membership = MembershipService(
             pool=pool,
