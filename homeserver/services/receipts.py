@@ -3,20 +3,28 @@
 A receipt is stored per (room, type, user, thread) with a position in the receipts stream, and
 moves the user's read position for unread counts (C-S "Receiving notifications": the receipt
 more ahead wins). `m.fully_read` is the room account data event of the same name.
+
+Receipts cross servers as `m.receipt` EDUs (S2S "Receipts"): listeners hear of each public
+receipt a local user posts (the federation sender forwards it), and `on_remote_receipt` stores
+the receipts of other servers' users.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final
 
+from federation.edus import Receipt
 from homeserver.errors import MatrixError
 from homeserver.services.account_data import FULLY_READ, AccountDataService
 from homeserver.services.state import RoomStateCache
 from homeserver.services.sync_streams import AuxStream
 from homeserver.storage.events import EventsStore
 from homeserver.storage.sync_data import ReceiptRow, SyncDataStore
+
+logger = logging.getLogger(__name__)
 
 READ: Final = "m.read"
 READ_PRIVATE: Final = "m.read.private"
@@ -25,13 +33,21 @@ MAIN_THREAD: Final = "main"
 UNTHREADED: Final = ""
 
 
+# Told of every `m.read` receipt a local user posts, once it is stored.
+ReceiptListener = Callable[[ReceiptRow], Awaitable[None]]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
 def parse_thread_id(body: Mapping[str, Any], receipt_type: str) -> str:
-    """The request's `thread_id` ('' when unthreaded), or 400 M_INVALID_PARAM."""
-    if "thread_id" not in body:
+    """The request's `thread_id` ('' when unthreaded), or 400 M_INVALID_PARAM.
+
+    An explicit JSON null counts as absent: matrix-nio sends `"thread_id": null` for an
+    unthreaded receipt.
+    """
+    if body.get("thread_id") is None:
         return UNTHREADED
     thread_id = body["thread_id"]
     if not isinstance(thread_id, str) or not thread_id:
@@ -60,6 +76,11 @@ class ReceiptsService:
         self._account_data = account_data
         self._stream = stream
         self._clock = clock
+        self._listeners: list[ReceiptListener] = []
+
+    def add_listener(self, listener: ReceiptListener) -> None:
+        """Hear of local users' public receipts (m.read.private never leaves this server)."""
+        self._listeners.append(listener)
 
     @property
     def stream(self) -> AuxStream:
@@ -88,8 +109,40 @@ class ReceiptsService:
         if receipt_type == FULLY_READ:
             await self._account_data.put(user_id, room_id, FULLY_READ, {"event_id": event_id})
             return
-        await self.store_receipt(
+        stored = await self.store_receipt(
             room_id, receipt_type, user_id, event_id, thread_id, self._clock(), position
+        )
+        if receipt_type == READ:
+            for listener in self._listeners:
+                try:
+                    await listener(stored)
+                except Exception:  # the receipt is stored; telling others is best effort
+                    logger.exception("receipt listener failed for %s in %s", user_id, room_id)
+
+    async def on_remote_receipt(self, receipt: Receipt) -> None:
+        """An `m.read` receipt from another server's `m.receipt` EDU (S2S "Receipts"); the
+        EDU dispatcher has checked that its user belongs to the origin and is joined.
+
+        `event_ids` are the extremities read up to: the newest one known here is kept (or the
+        first listed while none is known yet)."""
+        rows = await self._events.get_event_rows(receipt.event_ids)
+        known = [
+            (row.stream_ordering, event_id)
+            for event_id, row in rows.items()
+            if row.event.room_id == receipt.room_id
+        ]
+        if len(known) < len(rows):
+            logger.info("ignoring a receipt of %s naming events of another room", receipt.user_id)
+            return
+        position, event_id = max(known) if known else (None, receipt.event_ids[0])
+        await self.store_receipt(
+            receipt.room_id,
+            receipt.receipt_type,
+            receipt.user_id,
+            event_id,
+            receipt.thread_id or UNTHREADED,
+            receipt.ts,
+            position,
         )
 
     async def store_receipt(
@@ -101,7 +154,7 @@ class ReceiptsService:
         thread_id: str,
         ts: int,
         event_position: int | None,
-    ) -> None:
+    ) -> ReceiptRow:
         """Store an already checked receipt (local, or from a remote server's `m.receipt`
         EDU) and wake the readers who may see it; the read position for unread counts moves."""
         # m.read.private MUST NOT reach anyone but its sender: only their /sync wakes.
@@ -113,6 +166,7 @@ class ReceiptsService:
             await self._store.upsert_receipt(receipt, event_position)
             if event_position is not None:
                 await self._store.advance_read_position(user_id, room_id, thread_id, event_position)
+        return receipt
 
     async def set_read_markers(self, user_id: str, room_id: str, body: Mapping[str, Any]) -> None:
         """`POST /rooms/{roomId}/read_markers`: the same as the receipts it names."""
