@@ -156,7 +156,8 @@ class ClientEventFormatter:
                 replaced[state_event.event_id] = previous
         if not replaced:
             return
-        previous_rows = await self._store.get_event_rows(set(replaced.values()))
+        # The replaced event was part of the state before: it may be an outlier.
+        previous_rows = await self._store.get_state_event_rows(set(replaced.values()))
         for row, event in zip(rows, formatted, strict=True):
             previous_id = replaced.get(row.event.event_id)
             if previous_id is None:

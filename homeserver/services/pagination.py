@@ -182,9 +182,8 @@ class RoomPaginator:
         "Lazy-loading room members"; redundant ones are sent again, which the spec allows)."""
         state = await self._reader.cache.get_state_after_event(at.event.event_id) or {}
         senders = {row.event.sender for row in rows}
-        wanted = {state[(MEMBER, s)] for s in senders if (MEMBER, s) in state}
-        found = await self._store.get_event_rows(wanted)
-        ordered = sorted(found.values(), key=lambda r: r.event.state_key or "")
+        wanted = {k: v for k, v in state.items() if k[0] == MEMBER and k[1] in senders}
+        ordered = await self._reader.state_rows(wanted)
         return await self._reader.formatter.format_events(
             ordered, viewer, bundle=False, replaced_state=False
         )

@@ -107,7 +107,9 @@ class RoomReader:
         return state if state is not None else {}
 
     async def state_rows(self, state: Mapping[StateKey, str]) -> list[EventRow]:
-        rows = await self.store.get_event_rows(set(state.values()))
+        """The events of a state map, ordered by `(type, state_key)`: outliers included (a
+        room joined over federation has its state stored as outliers), rejected ones not."""
+        rows = await self.store.get_state_event_rows(set(state.values()))
         return sorted(rows.values(), key=lambda r: (r.event.type, r.event.state_key or ""))
 
     async def get_state(self, room_id: str, viewer: Viewer) -> list[dict[str, Any]]:
@@ -125,7 +127,7 @@ class RoomReader:
         its `content` for the default `format=content`); 404 `M_NOT_FOUND` if absent."""
         access = await self.check_access(room_id, viewer.user_id)
         event_id = (await self.state_ids(access)).get((event_type, state_key))
-        rows = await self.store.get_event_rows([event_id]) if event_id else {}
+        rows = await self.store.get_state_event_rows([event_id]) if event_id else {}
         if event_id is None or event_id not in rows:
             raise MatrixError(404, "M_NOT_FOUND", "Event not found")
         return await self.formatter.format_event(rows[event_id], viewer, bundle=False)

@@ -83,7 +83,8 @@ class EventRow:
 
     @property
     def visible_to_clients(self) -> bool:
-        """Outliers, soft-failed and rejected events are never served to clients."""
+        """Outliers, soft-failed and rejected events are never served to clients in a
+        timeline."""
         return not (self.outlier or self.soft_failed or self.rejection_reason is not None)
 
 
@@ -105,15 +106,20 @@ def decode_pdu(text: str) -> dict[str, Any]:
     return value
 
 
-_EVENT_COLUMNS: Final = """
+EVENT_COLUMNS: Final = """
     e.event_id, e.json, r.room_version, e.stream_ordering, e.outlier, e.soft_failed,
     e.rejection_reason, e.redacted_because, e.txn_device_id, e.txn_id
 """
-# Events clients may see: part of the timeline, accepted, not soft-failed.
-_VISIBLE: Final = "NOT e.outlier AND NOT e.soft_failed AND e.rejection_reason IS NULL"
+# Events clients may see in a timeline: not outliers, accepted, not soft-failed.
+VISIBLE: Final = "NOT e.outlier AND NOT e.soft_failed AND e.rejection_reason IS NULL"
+# Events clients may read as room state, once a state map (current state, or the state at an
+# event) names them: outliers too (a joining server receives the room's state from send_join
+# as outliers: S2S "Joining Rooms"), and soft-failed ones that state resolution kept; never
+# rejected events (S2S "Rejection": they are not part of any state).
+STATE_READABLE: Final = "e.rejection_reason IS NULL"
 
 
-def _row_to_event_row(row: asyncpg.Record) -> EventRow:
+def row_to_event_row(row: asyncpg.Record) -> EventRow:
     event = Event.from_pdu(
         decode_pdu(row["json"]), room_version(row["room_version"]), event_id=row["event_id"]
     )
@@ -227,11 +233,11 @@ class EventsStore:
         if not ids:
             return {}
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f"SELECT {EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
             " WHERE e.event_id = ANY($1::text[])",
             ids,
         )
-        return {row["event_id"]: _row_to_event_row(row) for row in rows}
+        return {row["event_id"]: row_to_event_row(row) for row in rows}
 
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """Which of these events are stored (accepted or rejected)."""
@@ -246,15 +252,15 @@ class EventsStore:
         """Client-visible events with `from_position < stream_ordering <= to_position`, the
         newest `limit` of them, oldest first (/sync timelines)."""
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f"SELECT {EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
             f" WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3"
-            f" AND {_VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $4",
+            f" AND {VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $4",
             room_id,
             from_position,
             to_position,
             limit,
         )
-        return [_row_to_event_row(row) for row in reversed(rows)]
+        return [row_to_event_row(row) for row in reversed(rows)]
 
     async def paginate_room_events(
         self,
@@ -273,16 +279,16 @@ class EventsStore:
             default = (-1, -1)
         depth, stream = from_key if from_key is not None else default
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e"
+            f"SELECT {EVENT_COLUMNS} FROM events e"
             f" JOIN rooms r ON r.room_id = e.room_id"
-            f" WHERE e.room_id = $1 AND {condition} AND {_VISIBLE}"
+            f" WHERE e.room_id = $1 AND {condition} AND {VISIBLE}"
             f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT $4",
             room_id,
             depth,
             stream,
             limit,
         )
-        return [_row_to_event_row(row) for row in rows]
+        return [row_to_event_row(row) for row in rows]
 
     async def get_auth_chain_ids(self, event_ids: Collection[str]) -> set[str]:
         """The auth chain of these events: their auth events, recursively (S2S "Auth chain")."""
@@ -304,15 +310,15 @@ class EventsStore:
     ) -> list[EventRow]:
         """Client-visible events relating to `parent_id`, newest first (/relations)."""
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM event_relations rel"
+            f"SELECT {EVENT_COLUMNS} FROM event_relations rel"
             f" JOIN events e ON e.event_id = rel.event_id JOIN rooms r ON r.room_id = e.room_id"
             f" WHERE rel.relates_to_id = $1 AND ($2::text IS NULL OR rel.relation_type = $2)"
-            f" AND {_VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $3",
+            f" AND {VISIBLE} ORDER BY e.stream_ordering DESC LIMIT $3",
             parent_id,
             relation_type,
             limit,
         )
-        return [_row_to_event_row(row) for row in rows]
+        return [row_to_event_row(row) for row in rows]
 
     async def get_pending_redactions(self, target_ids: Collection[str]) -> dict[str, str]:
         """`target → redaction` for stored redactions naming these (newly arriving) events."""
@@ -339,7 +345,7 @@ class EventsStore:
         rows = await self._pool.fetch(
             f"SELECT e.room_id, max(e.stream_ordering) AS position FROM events e"
             f" WHERE e.room_id = ANY($1::text[]) AND e.stream_ordering > $2"
-            f" AND e.stream_ordering <= $3 AND {_VISIBLE} GROUP BY e.room_id",
+            f" AND e.stream_ordering <= $3 AND {VISIBLE} GROUP BY e.room_id",
             list(room_ids),
             from_position,
             to_position,

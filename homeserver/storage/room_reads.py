@@ -3,9 +3,10 @@ event positions, memberships over time, relations and thread summaries.
 
 Tables (schema/0002_rooms_events.sql): `events` (ordered by `(depth, stream_ordering)`, the
 "topological key", via the `events_room_depth` index), `room_memberships`,
-`current_state_events`, `event_relations`, `redactions`. Only events clients may see (not
-outliers, not soft-failed, not rejected) are returned; history visibility is applied by
-homeserver/services/visibility.py on top.
+`current_state_events`, `event_relations`, `redactions`. Timeline reads return only events
+clients may see in a timeline (not outliers, not soft-failed, not rejected); state reads
+(`get_state_event_rows`) return the events a state map names, outliers included, never
+rejected ones. History visibility is applied by homeserver/services/visibility.py on top.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Final, Literal
 
 import asyncpg
 
-from homeserver.storage.events import _EVENT_COLUMNS, _VISIBLE, EventRow, _row_to_event_row
+from homeserver.storage.events import (
+    EVENT_COLUMNS,
+    STATE_READABLE,
+    VISIBLE,
+    EventRow,
+    row_to_event_row,
+)
 
 Key = tuple[int, int]  # (depth, stream_ordering)
 Direction = Literal["b", "f"]
@@ -85,7 +92,7 @@ class RoomReadsStore:
         event_id: str | None = await self._pool.fetchval(
             "SELECT event_id FROM events e"
             " WHERE room_id = $1 AND (depth, stream_ordering) <= ($2, $3)"
-            f" AND {_VISIBLE} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
+            f" AND {VISIBLE} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
             room_id,
             *key,
         )
@@ -105,34 +112,45 @@ class RoomReadsStore:
         order: newest first going backwards (`b`), oldest first going forwards (`f`)."""
         order = "DESC" if direction == "b" else "ASC"
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} {_FROM_EVENTS}"
-            f" WHERE e.room_id = $1 AND {_range_condition(direction, 2)} AND {_VISIBLE}"
+            f"SELECT {EVENT_COLUMNS} {_FROM_EVENTS}"
+            f" WHERE e.room_id = $1 AND {_range_condition(direction, 2)} AND {VISIBLE}"
             f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT $6",
             room_id,
             *from_key,
             *to_key,
             limit,
         )
-        return [_row_to_event_row(row) for row in rows]
+        return [row_to_event_row(row) for row in rows]
 
     async def get_event_row(self, room_id: str, event_id: str) -> EventRow | None:
         """A client-visible event of this room (None: unknown, outlier, rejected …)."""
         row = await self._pool.fetchrow(
-            f"SELECT {_EVENT_COLUMNS} {_FROM_EVENTS}"
-            f" WHERE e.event_id = $1 AND e.room_id = $2 AND {_VISIBLE}",
+            f"SELECT {EVENT_COLUMNS} {_FROM_EVENTS}"
+            f" WHERE e.event_id = $1 AND e.room_id = $2 AND {VISIBLE}",
             event_id,
             room_id,
         )
-        return None if row is None else _row_to_event_row(row)
+        return None if row is None else row_to_event_row(row)
 
     async def get_event_rows(self, event_ids: Collection[str]) -> dict[str, EventRow]:
-        """Client-visible events by ID (others are absent)."""
+        """Timeline events clients may see, by ID (others, outliers included, are absent)."""
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS} {_FROM_EVENTS}"
-            f" WHERE e.event_id = ANY($1::text[]) AND {_VISIBLE}",
+            f"SELECT {EVENT_COLUMNS} {_FROM_EVENTS}"
+            f" WHERE e.event_id = ANY($1::text[]) AND {VISIBLE}",
             list(event_ids),
         )
-        return {row["event_id"]: _row_to_event_row(row) for row in rows}
+        return {row["event_id"]: row_to_event_row(row) for row in rows}
+
+    async def get_state_event_rows(self, state_event_ids: Collection[str]) -> dict[str, EventRow]:
+        """Events named by a room state (current state or the state at an event), by ID:
+        outliers included, since a room joined over federation has its state stored as
+        outliers; rejected events are absent. Never use it for timeline events."""
+        rows = await self._pool.fetch(
+            f"SELECT {EVENT_COLUMNS} {_FROM_EVENTS}"
+            f" WHERE e.event_id = ANY($1::text[]) AND {STATE_READABLE}",
+            list(state_event_ids),
+        )
+        return {row["event_id"]: row_to_event_row(row) for row in rows}
 
     # --- memberships ------------------------------------------------------------------------
 
@@ -153,7 +171,7 @@ class RoomReadsStore:
             "SELECT DISTINCT ON (m.room_id) m.room_id, e.depth, e.stream_ordering"
             " FROM room_memberships m JOIN events e ON e.event_id = m.event_id"
             " WHERE m.room_id = ANY($1::text[]) AND m.user_id = $2 AND m.membership = 'join'"
-            f" AND {_VISIBLE} ORDER BY m.room_id, e.depth DESC, e.stream_ordering DESC",
+            f" AND {VISIBLE} ORDER BY m.room_id, e.depth DESC, e.stream_ordering DESC",
             list(room_ids),
             user_id,
         )
@@ -193,9 +211,9 @@ class RoomReadsStore:
                   AND ($3::text IS NULL OR rel.relation_type = $3)
                   AND ($4::text IS NULL OR e.type = $4)
             )
-            SELECT {_EVENT_COLUMNS} FROM (SELECT DISTINCT event_id FROM related) AS d
+            SELECT {EVENT_COLUMNS} FROM (SELECT DISTINCT event_id FROM related) AS d
             JOIN events e ON e.event_id = d.event_id JOIN rooms r ON r.room_id = e.room_id
-            WHERE {_VISIBLE} AND {_range_condition(direction, 6)}
+            WHERE {VISIBLE} AND {_range_condition(direction, 6)}
             ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT $10
             """,
             room_id,
@@ -207,7 +225,7 @@ class RoomReadsStore:
             *to_key,
             limit,
         )
-        return [_row_to_event_row(row) for row in rows]
+        return [row_to_event_row(row) for row in rows]
 
     async def get_latest_edits(self, parents: Sequence[tuple[str, str, str]]) -> dict[str, str]:
         """`parent → newest valid m.replace` for `(parent_id, sender, type)` triples.
@@ -225,7 +243,7 @@ class RoomReadsStore:
             JOIN event_relations rel ON rel.relates_to_id = p.parent_id
             JOIN events e ON e.event_id = rel.event_id
             WHERE rel.relation_type = 'm.replace' AND e.sender = p.sender AND e.type = p.type
-              AND e.state_key IS NULL AND e.redacted_because IS NULL AND {_VISIBLE}
+              AND e.state_key IS NULL AND e.redacted_because IS NULL AND {VISIBLE}
             ORDER BY rel.relates_to_id, e.origin_server_ts DESC, e.event_id DESC
             """,
             [p[0] for p in parents],
@@ -247,7 +265,7 @@ class RoomReadsStore:
                    e.event_id AS latest_event_id
             FROM event_relations rel JOIN events e ON e.event_id = rel.event_id
             WHERE rel.relates_to_id = ANY($1::text[]) AND rel.relation_type = 'm.thread'
-              AND e.redacted_because IS NULL AND {_VISIBLE}
+              AND e.redacted_because IS NULL AND {VISIBLE}
             WINDOW w AS (PARTITION BY rel.relates_to_id)
             ORDER BY rel.relates_to_id, e.depth DESC, e.stream_ordering DESC
             """,
@@ -268,7 +286,7 @@ class RoomReadsStore:
             SELECT rel.relates_to_id, e.event_id FROM event_relations rel
             JOIN events e ON e.event_id = rel.event_id
             WHERE rel.relates_to_id = ANY($1::text[]) AND rel.relation_type = 'm.reference'
-              AND e.redacted_because IS NULL AND {_VISIBLE}
+              AND e.redacted_because IS NULL AND {VISIBLE}
             ORDER BY e.depth, e.stream_ordering
             """,
             list(parent_ids),
@@ -297,7 +315,7 @@ class RoomReadsStore:
                        bool_or(e.sender = $2) OVER (PARTITION BY rel.relates_to_id) AS replied
                 FROM event_relations rel JOIN events e ON e.event_id = rel.event_id
                 WHERE e.room_id = $1 AND rel.relation_type = 'm.thread'
-                  AND e.redacted_because IS NULL AND {_VISIBLE}
+                  AND e.redacted_because IS NULL AND {VISIBLE}
                 ORDER BY rel.relates_to_id, e.depth DESC, e.stream_ordering DESC
             ) AS t
             JOIN events root ON root.event_id = t.root_id AND root.room_id = $1

@@ -184,8 +184,6 @@ async def test_a_user_joins_a_room_on_another_server_and_they_talk(servers: Serv
     assert joined["room_id"] == room_id
 
     # B now holds the same room state as A, bob's join included.
-    # (Compared in B's engine: /state on B still hides the outlier state events from
-    # send_join, since storage/room_reads.py reads only non-outlier events.)
     state_b = dict(await servers.b.deps.engine.state.get_current_state_ids(room_id))
     assert state_b == await state_of(alice, room_id)
     assert ("m.room.member", bob.user_id) in state_b
@@ -200,6 +198,80 @@ async def test_a_user_joins_a_room_on_another_server_and_they_talk(servers: Serv
 
 async def _sees(user: User, room_id: str, body: str) -> bool:
     return body in await bodies_seen(user, room_id)
+
+
+async def test_the_joining_server_serves_the_room_state_it_received_as_outliers(
+    servers: Servers,
+) -> None:
+    """send_join's state and auth chain are stored on B as outliers: they must still be
+    readable as room state there, and never show up in a timeline."""
+    alice, bob = await servers.a.register("alice"), await servers.b.register("bob")
+    status, created = await alice.call(
+        "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "name": "Lobby"}
+    )
+    assert status == 200, created
+    room_id = created["room_id"]
+    await send_text(alice, room_id, "t1", "before bob")
+    status, joined = await bob.call(
+        "POST", f"/_matrix/client/v3/join/{q(room_id)}?server_name={q(servers.a.name)}", {}
+    )
+    assert status == 200, joined
+
+    assert await state_of(bob, room_id) == await state_of(alice, room_id)
+    status, members = await bob.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members"
+    )
+    assert status == 200, members
+    assert set(members["joined"]) == {alice.user_id, bob.user_id}
+    status, listed = await bob.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/members")
+    assert status == 200, listed
+    assert {e["state_key"] for e in listed["chunk"]} == {alice.user_id, bob.user_id}
+
+    status, sync = await bob.call("GET", "/_matrix/client/v3/sync")
+    assert status == 200, sync
+    room = sync["rooms"]["join"][room_id]
+    seen = {
+        (e["type"], e["state_key"])
+        for e in room["state"]["events"] + room["timeline"]["events"]
+        if "state_key" in e
+    }
+    assert {("m.room.create", ""), ("m.room.name", ""), ("m.room.member", alice.user_id)} <= seen
+    assert room["summary"]["m.joined_member_count"] == 2
+
+    outliers = await _outlier_ids(servers.b, room_id)
+    assert outliers, "send_join's state should have been stored as outliers on B"
+    status, page = await bob.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=50"
+    )
+    assert status == 200, page
+    assert page["chunk"], page
+    assert not {e["event_id"] for e in page["chunk"]} & outliers
+    assert not {e["event_id"] for e in room["timeline"]["events"]} & outliers
+
+    # State at an event: /context, and lazy-loaded members in /messages (alice's member event
+    # on B is an outlier from send_join).
+    newest = page["chunk"][0]["event_id"]  # bob's join: the first timeline event on B
+    status, context = await bob.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/context/{q(newest)}"
+    )
+    assert status == 200, context
+    assert ("m.room.create", "") in {(e["type"], e["state_key"]) for e in context["state"]}
+    await send_text(alice, room_id, "t2", "after bob")
+    await eventually(lambda: _sees(bob, room_id, "after bob"))
+    lazy = q('{"lazy_load_members": true}')
+    status, page = await bob.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=1&filter={lazy}"
+    )
+    assert status == 200, page
+    assert [e["content"].get("body") for e in page["chunk"]] == ["after bob"]
+    assert [e["state_key"] for e in page["state"]] == [alice.user_id]
+
+
+async def _outlier_ids(server: Server, room_id: str) -> set[str]:
+    rows = await server.deps.pool.fetch(
+        "SELECT event_id FROM events WHERE room_id = $1 AND outlier", room_id
+    )
+    return {row["event_id"] for row in rows}
 
 
 async def test_a_user_of_another_server_is_invited_and_sees_it_in_sync(servers: Servers) -> None:
