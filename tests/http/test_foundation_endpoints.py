@@ -195,6 +195,22 @@ async def test_server_keys_verify_with_signedjson_against_their_own_key(
     }
 
 
+async def test_deprecated_key_path_with_key_id_gives_the_same_signed_keys(
+    server: RunningServer,
+) -> None:
+    key_id = server.signing_key.key_id
+    url = f"{server.federation_url}/_matrix/key/v2/server/{key_id}"
+    status, body, _ = await get_json(server.http, url)
+    assert status == 200
+    _, current, _ = await get_json(server.http, server.federation_url + "/_matrix/key/v2/server")
+    assert body == current
+    algorithm, version = key_id.split(":")
+    verify_key = signedjson.key.decode_verify_key_base64(
+        algorithm, version, body["verify_keys"][key_id]["key"]
+    )
+    signedjson.sign.verify_signed_json(body, SERVER_NAME, verify_key)
+
+
 async def test_tampered_key_response_fails_verification(server: RunningServer) -> None:
     _, body, _ = await get_json(server.http, server.federation_url + "/_matrix/key/v2/server")
     key_id = server.signing_key.key_id

@@ -1,4 +1,9 @@
-"""S2S "Publishing Keys": `GET /_matrix/key/v2/server`, our keys signed by ourselves."""
+"""S2S "Publishing Keys": `GET /_matrix/key/v2/server`, our keys signed by ourselves.
+
+The `/_matrix/key/v2/server/{keyId}` form was removed in spec v1.6, but older servers (and
+SyTest's fake servers) still fetch keys that way; it answers with the same full response, as the
+spec then allowed ("the response contains all the keys").
+"""
 
 from __future__ import annotations
 
@@ -57,3 +62,5 @@ class ServerKeysResource:
 
 def add_routes(router: web.UrlDispatcher, resource: ServerKeysResource) -> None:
     router.add_get("/_matrix/key/v2/server", resource.get_server_keys)
+    # Deprecated (removed in v1.6): the keyId is ignored, all current keys are returned.
+    router.add_get("/_matrix/key/v2/server/{keyId}", resource.get_server_keys)
