@@ -13,12 +13,13 @@ PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: help run config test lint
+.PHONY: help run config test lint interop
 
 help:
 	@echo "make run   - install into $(VENV), write $(CONFIG) if missing, run the server"
 	@echo "make test  - install into $(VENV) with test extras, run ruff, mypy and pytest"
 	@echo "make lint  - ruff and mypy only"
+	@echo "make interop - federation tests against a real Synapse (installed from PyPI on first use)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +52,10 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 
 # pytest's exit code 5 (no tests collected) fails the target like any other non-zero code.
+# The Synapse interop tests run in `make interop` (.ci/run runs both).
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not interop" $(PYTEST_ARGS)
+
+# SYNAPSE_VENV: where Synapse is (or gets) installed; see tests/interop/synapse_peer.py.
+interop: $(TEST_STAMP)
+	VECHE_INTEROP=1 $(BIN)/pytest -m interop tests/interop $(PYTEST_ARGS)
