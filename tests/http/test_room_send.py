@@ -204,6 +204,29 @@ async def test_redaction_sent_as_an_event_in_v11_and_v1(
             assert pdu["content"]["redacts"] == target and "redacts" not in pdu
 
 
+async def test_legacy_post_send_and_redact_without_txn_id(
+    client: Client, users: list[User], pool: asyncpg.Pool
+) -> None:
+    alice, _ = users
+    room_id = await alice.create_room()
+    path = f"/rooms/{q(room_id)}/send/m.room.message"
+    first = await alice.call("POST", path, MESSAGE)
+    second = await alice.call("POST", path, MESSAGE)
+    assert first.status == 200 and second.status == 200, (first.body, second.body)
+    # No transaction ID: every POST is a new event.
+    assert first.body["event_id"] != second.body["event_id"]
+    assert await count_events(pool, room_id, "m.room.message") == 2
+    target = first.body["event_id"]
+    redaction = await alice.call("POST", f"/rooms/{q(room_id)}/redact/{q(target)}", {})
+    assert redaction.status == 200, redaction.body
+    assert await redacted_because(pool, target) == redaction.body["event_id"]
+    r0 = await alice.call(
+        "POST", f"/_matrix/client/r0/rooms/{q(room_id)}/send/m.room.message", MESSAGE
+    )
+    assert r0.status == 200, r0.body
+    assert await count_events(pool, room_id, "m.room.message") == 3
+
+
 async def test_bad_send_requests(client: Client, users: list[User]) -> None:
     alice, _ = users
     room_id = await alice.create_room()

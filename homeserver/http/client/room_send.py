@@ -1,8 +1,15 @@
 """Sending events: PUT /rooms/{roomId}/send/{eventType}/{txnId}, PUT /rooms/{roomId}/state/
 {eventType}/{stateKey} (the state key and its slash optional when empty), PUT /rooms/{roomId}/
-redact/{eventId}/{txnId} (C-S "Sending events to a room", "Redactions")."""
+redact/{eventId}/{txnId} (C-S "Sending events to a room", "Redactions").
+
+The legacy `POST /rooms/{roomId}/send/{eventType}` and `POST /rooms/{roomId}/redact/{eventId}`
+(no transaction ID; r0-era clients, SyTest and Synapse still use them) behave as the PUT forms
+with a fresh server-side transaction ID, so each POST is a new event.
+"""
 
 from __future__ import annotations
+
+import secrets
 
 from aiohttp import web
 
@@ -22,6 +29,14 @@ def device_key(requester: Requester) -> str:
     return f"token:{requester.access_token_id}"
 
 
+def txn_id_of(request: web.Request) -> str:
+    """The path's txnId, or for the legacy POST forms a fresh one no client can send twice."""
+    txn_id = request.match_info.get("txnId")
+    if txn_id is not None:
+        return txn_id
+    return f"post:{secrets.token_urlsafe(18)}"
+
+
 def add_routes(router: web.UrlDispatcher, auth: ClientAuth, sending: RoomSendService) -> None:
     @auth.user(ratelimit=True)
     async def send_message(request: web.Request, requester: Requester) -> web.Response:
@@ -33,7 +48,7 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, sending: RoomSendSer
             requester.is_admin,
             match["roomId"],
             match["eventType"],
-            match["txnId"],
+            txn_id_of(request),
             content,
         )
         return json_response({"event_id": event_id})
@@ -61,7 +76,7 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, sending: RoomSendSer
             requester.is_admin,
             match["roomId"],
             match["eventId"],
-            match["txnId"],
+            txn_id_of(request),
             optional_str(body, "reason"),
         )
         return json_response({"event_id": event_id})
@@ -73,3 +88,6 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, sending: RoomSendSer
         router, "PUT", "/rooms/{roomId}/state/{eventType}/{stateKey:[^/]*}", send_state
     )
     add_client_route(router, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", redact)
+    # Legacy forms without a transaction ID (see the module docstring).
+    add_client_route(router, "POST", "/rooms/{roomId}/send/{eventType}", send_message)
+    add_client_route(router, "POST", "/rooms/{roomId}/redact/{eventId}", redact)
