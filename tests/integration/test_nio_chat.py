@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from nio import (
     AsyncClient,
+    JoinError,
     JoinResponse,
     LoginResponse,
     MessageDirection,
@@ -29,6 +30,7 @@ from nio import (
     RoomInviteResponse,
     RoomLeaveResponse,
     RoomMemberEvent,
+    RoomMessagesError,
     RoomMessagesResponse,
     RoomMessageText,
     RoomPreset,
@@ -46,6 +48,7 @@ from tests.http.account_helpers import SERVER_NAME, Client, running_server
 
 ALICE = f"@alice:{SERVER_NAME}"
 BOB = f"@bob:{SERVER_NAME}"
+EVE = f"@eve:{SERVER_NAME}"
 PASSWORD = "nio chat password"
 
 
@@ -276,3 +279,40 @@ async def test_bob_leaves_and_alice_sees_it(chat: Chat) -> None:
     refused = await bob.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
     assert isinstance(refused, RoomSendError)
     assert refused.status_code == "M_FORBIDDEN"
+
+
+async def test_a_limited_sync_timeline_is_filled_in_from_prev_batch(chat: Chat) -> None:
+    alice, bob, room_id = chat.alice, chat.bob, chat.room_id
+    sent = [await send_text(alice, room_id, f"line {n}") for n in range(7)]
+    recent = await bob.sync(timeout=0, sync_filter={"room": {"timeline": {"limit": 2}}})
+    assert isinstance(recent, SyncResponse), recent
+    timeline = recent.rooms.join[room_id].timeline
+    assert timeline.limited is True
+    assert [event.event_id for event in timeline.events] == sent[-2:]
+
+    older = await bob.room_messages(room_id, start=timeline.prev_batch, limit=5)
+    assert isinstance(older, RoomMessagesResponse), older
+    assert [event.event_id for event in older.chunk] == list(reversed(sent[:-2]))
+
+    unread = await bob.room_messages(room_id, start=None, limit=1)
+    assert isinstance(unread, RoomMessagesResponse), unread
+    assert [event.event_id for event in unread.chunk] == [sent[-1]]
+
+
+async def test_an_uninvited_user_can_neither_join_nor_read_the_private_room(
+    server: Client, chat: Chat
+) -> None:
+    await send_text(chat.alice, chat.room_id, "just between us")
+    eve = await logged_in(server.base_url, "eve", EVE)
+    try:
+        refused = await eve.join(chat.room_id)
+        assert isinstance(refused, JoinError), refused
+        assert refused.status_code == "M_FORBIDDEN"
+        hidden = await eve.room_messages(chat.room_id, start=None)
+        assert isinstance(hidden, RoomMessagesError), hidden
+        assert hidden.status_code == "M_FORBIDDEN"
+        nothing = await synced(eve)
+        assert chat.room_id not in nothing.rooms.join
+        assert chat.room_id not in nothing.rooms.invite
+    finally:
+        await eve.close()
