@@ -94,3 +94,43 @@ async def test_bad_requests(users: list[User]) -> None:
     assert no_actions.status == 400
     bad_anchor = await alice.call("PUT", RULE, {"actions": []}, query={"before": "missing"})
     assert bad_anchor.status == 400
+
+
+async def test_rules_of_one_kind_are_listed_in_priority_order(users: list[User]) -> None:
+    alice, _ = users
+    for rule_id in ("#older:example.com", "#newer:example.com"):
+        path = f"/pushrules/global/room/{rule_id.replace('#', '%23')}"
+        assert (await alice.call("PUT", path, {"actions": ["notify"]})).status == 200
+    listed = await alice.call("GET", "/pushrules/global/room/")
+    assert listed.status == 200
+    assert [r["rule_id"] for r in listed.body] == ["#newer:example.com", "#older:example.com"]
+    overrides = await alice.call("GET", "/pushrules/global/override/")
+    assert overrides.body[0]["rule_id"] == ".m.rule.master"
+
+
+async def test_incomplete_or_unknown_paths_are_400_and_no_slash_root_is_404(
+    users: list[User],
+) -> None:
+    alice, _ = users
+    for method, path in (
+        ("PUT", "/pushrules/"),
+        ("PUT", "/pushrules/global"),
+        ("PUT", "/pushrules/global/room"),
+        ("PUT", "/pushrules/global/room/"),
+        ("PUT", "/pushrules/not_a_scope/room/x"),
+        ("PUT", "/pushrules/global/override/.m.rule.master/not_an_attr"),
+        ("GET", "/pushrules/global"),
+        ("GET", "/pushrules/global/room"),
+        ("GET", "/pushrules/not_a_scope/"),
+        ("GET", "/pushrules/global/not_a_template/"),
+        ("GET", "/pushrules/global/override/.m.rule.master/not_an_attr"),
+    ):
+        reply = await alice.call(method, path, {"enabled": True} if method == "PUT" else None)
+        assert (reply.status, reply.body.get("errcode")) == (400, "M_INVALID_PARAM"), path
+    # Only `/pushrules/` (with the slash) is an endpoint.
+    no_slash = await alice.call("GET", "/pushrules")
+    assert (no_slash.status, no_slash.body["errcode"]) == (404, "M_UNRECOGNIZED")
+    enabled = await alice.call("GET", "/pushrules/global/override/.m.rule.master/enabled")
+    assert enabled.body == {"enabled": False}
+    missing = await alice.call("GET", "/pushrules/global/override/not_a_rule_id")
+    assert (missing.status, missing.body["errcode"]) == (404, "M_NOT_FOUND")
