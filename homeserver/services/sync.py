@@ -197,7 +197,7 @@ class SyncService:
             joined=True,
         )
         summary = await self._builder.summary(m.room_id, request.user_id) if new_to_client else None
-        heroes = summary["m.heroes"] if summary else ()
+        heroes = summary.get("m.heroes", ()) if summary else ()
         snapshot = await self._builder.room(rng, request.sync_filter, heroes)
         room: dict[str, Any] = self._room_body(request, snapshot.timeline, snapshot.state)
         room["ephemeral"] = {"events": ephemeral}

@@ -240,14 +240,29 @@ class RoomSyncBuilder:
         joined = [u for u, m, _ in members if m == "join"]
         invited = [u for u, m, _ in members if m == "invite"]
         others = [(u, m) for u, m, _ in members if u != user_id]  # ordered by stream ordering
-        heroes = [u for u, m in others if m in ("join", "invite")][:MAX_HEROES]
-        if not heroes:
-            heroes = [u for u, m in others if m in ("leave", "ban")][:MAX_HEROES]
-        return {
-            "m.heroes": heroes,
+        summary: dict[str, Any] = {
             "m.joined_member_count": len(joined),
             "m.invited_member_count": len(invited),
         }
+        # `m.heroes` is required only when the name and canonical alias are unset or empty;
+        # like Synapse (and as SyTest checks) a named room gets none, nor their LL members.
+        if not await self._has_name(room_id):
+            heroes = [u for u, m in others if m in ("join", "invite")][:MAX_HEROES]
+            if not heroes:
+                heroes = [u for u, m in others if m in ("leave", "ban")][:MAX_HEROES]
+            summary["m.heroes"] = heroes
+        return summary
+
+    async def _has_name(self, room_id: str) -> bool:
+        """Whether `m.room.name` or `m.room.canonical_alias` names the room (non-empty)."""
+        keys = (("m.room.name", ""), ("m.room.canonical_alias", ""))
+        state = await self._state.get_current_state(room_id, keys)
+        name = state.get(keys[0])
+        alias = state.get(keys[1])
+        return bool(
+            (name is not None and name.content.get("name"))
+            or (alias is not None and alias.content.get("alias"))
+        )
 
     # --- invites and knocks -----------------------------------------------------------------
 

@@ -262,3 +262,30 @@ async def test_state_events_carry_what_they_replaced(users: list[User]) -> None:
     assert renamed["content"] == {"name": "New name"}
     assert renamed["unsigned"]["prev_content"] == {"name": "Old name"}
     assert renamed["unsigned"]["replaces_state"].startswith("$")
+
+
+async def test_heroes_only_for_rooms_without_a_name(users: list[User]) -> None:
+    alice, bob = users
+    unnamed = await alice.create_room(preset="public_chat")
+    named = await alice.create_room(preset="public_chat", name="Lobby")
+    for room_id in (unnamed, named):
+        assert (await bob.join(room_id)).status == 200
+        await send_text(alice, room_id, "hi")
+    # One timeline event (alice's), so members come only through lazy-loaded state.
+    lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
+    rooms = (await sync(alice, filter=lazy))["rooms"]["join"]
+    assert rooms[unnamed]["summary"] == {
+        "m.heroes": [bob.user_id],
+        "m.joined_member_count": 2,
+        "m.invited_member_count": 0,
+    }
+    # sync.yaml RoomSummary: heroes are required only without a name or canonical alias.
+    assert rooms[named]["summary"] == {"m.joined_member_count": 2, "m.invited_member_count": 0}
+    named_members = [
+        e["state_key"] for e in rooms[named]["state"]["events"] if e["type"] == "m.room.member"
+    ]
+    assert bob.user_id not in named_members
+    unnamed_members = [
+        e["state_key"] for e in rooms[unnamed]["state"]["events"] if e["type"] == "m.room.member"
+    ]
+    assert bob.user_id in unnamed_members
