@@ -50,6 +50,7 @@ from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.federation import key_query as federation_key_query
 from homeserver.http.federation import keys as federation_keys
+from homeserver.http.federation import public_rooms as federation_public_rooms
 from homeserver.http.federation import routes as federation_routes
 from homeserver.http.federation import version as federation_version
 from homeserver.http.federation.auth import FederationAuth
@@ -66,6 +67,7 @@ from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.federation_user_keys import FederationUserKeys
@@ -75,6 +77,7 @@ from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.remote_directory import RemoteDirectoryClient
 from homeserver.services.remote_membership import RemoteMembershipClient
+from homeserver.services.remote_queries import RemoteProfileClient, RemotePublicRoomsClient
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
@@ -202,6 +205,9 @@ class RoomServices:
             state=state,
             pipeline=pipeline,
             server_name=server_name,
+            remote_profiles=(
+                None if federation is None else RemoteProfileClient(federation[0].client)
+            ),
         )
         aliases = AliasService(
             aliases=AliasesStore(pool),
@@ -236,7 +242,13 @@ class RoomServices:
             pipeline=pipeline, state=state, rooms=rooms, aliases=aliases, server_name=server_name
         )
         directory = RoomDirectoryService(
-            rooms=rooms, directory=directory_store, state=state, server_name=server_name
+            rooms=rooms,
+            directory=directory_store,
+            state=state,
+            server_name=server_name,
+            remote_public_rooms=(
+                None if federation is None else RemotePublicRoomsClient(federation[0].client)
+            ),
         )
         return cls(profiles, aliases, membership, creation, sending, directory)
 
@@ -315,7 +327,10 @@ async def build_dependencies(
             keyring=remote.keyring,
             requester=remote.client,
             typing=sync.typing,
+            receipts=sync.receipts,
         )
+        # Local users' typing and read receipts go to the other servers in the room.
+        EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
     return Dependencies(
         config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender
     )
@@ -487,14 +502,16 @@ def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> Non
         )
     if deps.remote is not None and deps.federation_inbound is not None:
         sender = deps.federation_sender
+        auth = FederationAuth(
+            deps.remote.keyring,
+            deps.remote.server_policy,
+            # Any authenticated request proves the peer alive: end its backoff.
+            on_origin_seen=sender.on_inbound_request if sender is not None else None,
+        )
+        federation_public_rooms.add_routes(router, auth, deps.room_services.directory)
         federation_routes.add_routes(
             router,
-            FederationAuth(
-                deps.remote.keyring,
-                deps.remote.server_policy,
-                # Any authenticated request proves the peer alive: end its backoff.
-                on_origin_seen=sender.on_inbound_request if sender is not None else None,
-            ),
+            auth,
             deps.federation_inbound,
             server_name=config.server_name,
             aliases=deps.room_services.aliases,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from federation.edus import (
     ParsedEdu,
+    PresenceEdu,
     Receipt,
     ReceiptEdu,
     TypingEdu,
@@ -75,6 +76,10 @@ class EduDispatcher:
             await self._on_typing(origin, edu)
         elif isinstance(edu, ReceiptEdu):
             await self._on_receipts(origin, edu)
+        elif isinstance(edu, PresenceEdu):
+            # S2S "Presence": accepted (already restricted to the origin's users) and not kept:
+            # this server has no presence (C-S presence is optional).
+            logger.debug("presence of %d users from %s ignored", len(edu.push), origin)
         else:
             logger.debug("no handler for %s from %s", type(edu).__name__, origin)
 

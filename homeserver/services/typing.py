@@ -3,21 +3,29 @@
 The server "does not remember users who are not currently typing": each room holds the users
 typing now and when that stops. Every change (start, stop, expiry) takes a position in the
 typing stream and wakes the room's /sync readers, who get the room's whole `m.typing` list.
+Listeners hear of every start (renewals included, so other servers keep the user typing) and
+every stop or expiry, for any user; the federation sender forwards local users' ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 from homeserver.services.sync_streams import AuxStream
+
+logger = logging.getLogger(__name__)
 
 # Clients re-send every 20–30 s; a longer timeout is cut to this, so a client that died while
 # typing stops showing as typing soon.
 MAX_TYPING_TIMEOUT_MS: Final = 120_000
 DEFAULT_TYPING_TIMEOUT_MS: Final = 30_000
+
+# `(room_id, user_id, typing, timeout_ms)`; timeout_ms is 0 when typing stops.
+TypingListener = Callable[[str, str, bool, int], Awaitable[None]]
 
 
 def _now_ms() -> int:
@@ -34,6 +42,19 @@ class TypingService:
         self._changed_at: dict[str, int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._expiries: set[asyncio.Task[None]] = set()
+        self._listeners: list[TypingListener] = []
+
+    def add_listener(self, listener: TypingListener) -> None:
+        self._listeners.append(listener)
+
+    async def _tell_listeners(
+        self, room_id: str, user_id: str, typing: bool, timeout_ms: int
+    ) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(room_id, user_id, typing, timeout_ms)
+            except Exception:  # typing is best effort beyond this server
+                logger.exception("typing listener failed for %s in %s", user_id, room_id)
 
     @property
     def stream(self) -> AuxStream:
@@ -53,6 +74,7 @@ class TypingService:
         if not typing:
             if user_id in room:
                 await self._change(room_id, lambda users: users.pop(user_id, None))
+                await self._tell_listeners(room_id, user_id, False, 0)
             return
         timeout = min(max(timeout_ms or DEFAULT_TYPING_TIMEOUT_MS, 0), MAX_TYPING_TIMEOUT_MS)
         until = self._clock() + timeout
@@ -63,6 +85,7 @@ class TypingService:
             await self._change(room_id, lambda users: users.__setitem__(user_id, until))
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(timeout / 1000, self._expire, room_id, user_id)
+        await self._tell_listeners(room_id, user_id, True, timeout)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         self._timers.pop((room_id, user_id), None)
