@@ -21,7 +21,12 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from federation.ids import is_valid_localpart, is_valid_user_id, server_name_of
-from federation.signing import SigningKey, decode_signing_key_file
+from federation.signing import (
+    SigningKey,
+    decode_signing_key_file,
+    encode_signing_key_file,
+    generate_signing_key,
+)
 from homeserver.app import ListenerSpec, build_dependencies, build_listener_apps
 from homeserver.config import Config
 from homeserver.services.passwords import hash_password
@@ -34,6 +39,7 @@ from homeserver.storage.migrations import (
     latest_version,
     load_migrations,
 )
+from homeserver.tls import write_new_file
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +136,7 @@ async def serve(config: Config) -> int:
         await migrate(dsn, migrations)
         pool = await _create_pool(config, dsn)
         try:
-            deps = await build_dependencies(
-                config, pool, signing_key, latest_version(migrations)
-            )
+            deps = await build_dependencies(config, pool, signing_key, latest_version(migrations))
             try:
                 runners = await start_listeners(build_listener_apps(deps), config)
                 logger.info("Veche serving %s", config.server_name)
@@ -155,13 +159,14 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 def load_signing_key(path: Path) -> SigningKey:
+    """The first key in the signing key file; a missing file gets a new ed25519 key (mode
+    0600, parent directory created), an unreadable or invalid one stops the start-up."""
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _generate_signing_key(path)
     except OSError as exc:
-        raise StartupError(
-            f"cannot read the signing key {path}: {exc.strerror or exc} "
-            "(`homeserver generate-config` writes one)"
-        ) from None
+        raise StartupError(f"cannot read the signing key {path}: {exc.strerror or exc}") from None
     try:
         keys = decode_signing_key_file(text)
     except ValueError as exc:
@@ -169,6 +174,19 @@ def load_signing_key(path: Path) -> SigningKey:
     if not keys:
         raise StartupError(f"{path}: the signing key file holds no key")
     return keys[0]
+
+
+def _generate_signing_key(path: Path) -> SigningKey:
+    key = generate_signing_key()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_new_file(path, encode_signing_key_file([key]).encode("ascii"), mode=0o600)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot write a new signing key {path}: {exc.strerror or exc}"
+        ) from None
+    logger.info("generated a new signing key %s (%s)", path, key.key_id)
+    return key
 
 
 def _load_migrations() -> list[Migration]:
@@ -179,9 +197,9 @@ def _load_migrations() -> list[Migration]:
 
 
 @contextlib.asynccontextmanager
-async def open_database(config: Config, stop: asyncio.Event | None = None) -> AsyncIterator[
-    str | None
-]:
+async def open_database(
+    config: Config, stop: asyncio.Event | None = None
+) -> AsyncIterator[str | None]:
     """Yield a DSN that accepts connections, or None if `stop` was set while waiting.
 
     Without a `database` section, the embedded PostgreSQL is started first and stopped on exit.

@@ -23,7 +23,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from federation.signing import encode_signing_key_file, generate_signing_key
+from federation.signing import (
+    decode_signing_key_file,
+    encode_signing_key_file,
+    generate_signing_key,
+)
+from homeserver.server import StartupError, load_signing_key
 from homeserver.services.passwords import verify_password
 from homeserver.storage import database
 from homeserver.storage.embedded import EmbeddedPostgres
@@ -209,9 +214,7 @@ def test_register_user_rejects_an_invalid_localpart(data_root: Path) -> None:
     assert "not a valid user ID" in result.stderr
 
 
-async def test_migrate_refuses_a_database_newer_than_the_code(
-    tmp_path: Path, db_dsn: str
-) -> None:
+async def test_migrate_refuses_a_database_newer_than_the_code(tmp_path: Path, db_dsn: str) -> None:
     conn = await database.connect(db_dsn)
     try:
         await apply_migrations(conn)
@@ -240,3 +243,34 @@ async def test_unreachable_database_is_named_without_its_password() -> None:
     message = str(caught.value)
     assert "127.0.0.1:1/vechedb" in message
     assert "hunter2" not in message
+
+
+def test_missing_signing_key_is_generated_with_mode_0600(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "new" / "dir" / "signing.key"
+    with caplog.at_level("INFO", logger="homeserver.server"):
+        key = load_signing_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    [stored] = decode_signing_key_file(path.read_text(encoding="ascii"))
+    assert stored.key_id == key.key_id and key.key_id.startswith("ed25519:")
+    assert stored.public_key_base64 == key.public_key_base64
+    assert any("generated a new signing key" in r.getMessage() for r in caplog.records)
+    # The next start reads the same key back.
+    assert load_signing_key(path).public_key_base64 == key.public_key_base64
+
+
+def test_invalid_or_unreadable_signing_key_stops_the_start(tmp_path: Path) -> None:
+    invalid = tmp_path / "invalid.key"
+    invalid.write_text("not a key\n", encoding="ascii")
+    with pytest.raises(StartupError, match=r"invalid\.key"):
+        load_signing_key(invalid)
+    assert invalid.read_text(encoding="ascii") == "not a key\n"
+    empty = tmp_path / "empty.key"
+    empty.write_text("", encoding="ascii")
+    with pytest.raises(StartupError, match="holds no key"):
+        load_signing_key(empty)
+    directory = tmp_path / "a_directory.key"
+    directory.mkdir()
+    with pytest.raises(StartupError, match="cannot read the signing key"):
+        load_signing_key(directory)
