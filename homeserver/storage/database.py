@@ -105,9 +105,17 @@ async def create_pool(
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=COMMAND_TIMEOUT_S,
         init=_init_connection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL): pooled code never sets session state, so that query would only cost every
+    released connection one more round trip. asyncpg still rolls back an open transaction
+    before calling this."""
 
 
 # Errors after which waiting cannot help: wrong password, no such database or role.
