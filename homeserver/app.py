@@ -34,6 +34,7 @@ from homeserver.http.client import account_data as account_data_http
 from homeserver.http.client import directory as directory_http
 from homeserver.http.client import filter as filter_http
 from homeserver.http.client import hierarchy as hierarchy_http
+from homeserver.http.client import keys as keys_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
 from homeserver.http.client import profile as profile_http
@@ -45,6 +46,7 @@ from homeserver.http.client import room_send as room_send_http
 from homeserver.http.client import rooms_create as rooms_create_http
 from homeserver.http.client import sync as sync_http
 from homeserver.http.client import tags as tags_http
+from homeserver.http.client import to_device as to_device_http
 from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.client.auth_helpers import ClientAuth
@@ -66,6 +68,7 @@ from homeserver.services.accounts import AccountService
 from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
+from homeserver.services.e2e_setup import E2eeServices
 from homeserver.services.event_pipeline import EventPipeline
 from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_sender import FederationSender
@@ -85,6 +88,7 @@ from homeserver.services.rooms import RoomCreationService
 from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
+from homeserver.services.sync_e2ee import E2eeSyncSection
 from homeserver.services.sync_setup import SyncServices
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.aliases import AliasesStore
@@ -275,6 +279,8 @@ class Dependencies:
     federation_inbound: FederationInboundServices | None = None
     # Sending to other servers: per-destination queues of PDUs and EDUs (issue 5).
     federation_sender: FederationSender | None = None
+    # Keys, cross-signing, send-to-device (C-S "End-to-End Encryption").
+    e2ee: E2eeServices | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
@@ -317,6 +323,8 @@ async def build_dependencies(
     if config.federation.enabled:
         remote = create_remote_services(config, pool, signing_key)
         sender = await start_federation_sender(config, pool, engine, remote)
+    e2ee = build_e2ee(config, pool, sync, remote, sender)
+    if remote is not None and sender is not None:
         inbound = FederationInboundServices.build(
             pool=pool,
             server_name=config.server_name,
@@ -328,12 +336,34 @@ async def build_dependencies(
             requester=remote.client,
             typing=sync.typing,
             receipts=sync.receipts,
+            to_device=e2ee.to_device,
+            device_lists=e2ee.device_lists,
         )
         # Local users' typing and read receipts go to the other servers in the room.
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
     return Dependencies(
-        config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender
+        config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender, e2ee
     )
+
+
+def build_e2ee(
+    config: Config,
+    pool: asyncpg.Pool,
+    sync: SyncServices,
+    remote: RemoteServices | None,
+    sender: FederationSender | None,
+) -> E2eeServices:
+    """End-to-end encryption over /sync's to-device and device list streams; other servers'
+    keys through the federation client."""
+    e2ee = E2eeServices.build(
+        pool,
+        config.server_name,
+        sync.streams,
+        remote=remote.client if remote is not None else None,
+        sender=sender,
+    )
+    sync.sync.e2ee = E2eeSyncSection(e2ee.keys)
+    return e2ee
 
 
 async def start_federation_sender(
@@ -436,6 +466,11 @@ def _add_sync_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     tags_http.add_routes(router, auth, sync.account_data)
     pushrules_http.add_routes(router, auth, sync.push)
     notifications_http.add_routes(router, auth, sync.push_store, state)
+    if deps.e2ee is not None:
+        keys_http.add_routes(
+            router, auth, deps.e2ee.keys, deps.e2ee.cross_signing, deps.account_services.uia
+        )
+        to_device_http.add_routes(router, auth, deps.e2ee.to_device)
 
 
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
@@ -516,7 +551,9 @@ def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> Non
             server_name=config.server_name,
             aliases=deps.room_services.aliases,
             profiles=deps.room_services.profiles,
-            devices_and_keys=FederationUserKeys(deps.pool, config.server_name),
+            devices_and_keys=FederationUserKeys(
+                deps.pool, config.server_name, deps.e2ee.keys if deps.e2ee else None
+            ),
             hierarchy=SpaceHierarchy(deps.engine.state),
         )
 

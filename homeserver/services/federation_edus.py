@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from federation.edus import (
+    DeviceListUpdateEdu,
+    DirectToDeviceEdu,
     ParsedEdu,
     PresenceEdu,
     Receipt,
@@ -44,6 +46,18 @@ class ReceiptSink(Protocol):
     async def on_remote_receipt(self, receipt: Receipt) -> None: ...
 
 
+class ToDeviceSink(Protocol):
+    """homeserver/services/to_device.py `ToDeviceService`."""
+
+    async def on_direct_to_device(self, origin: str, edu: DirectToDeviceEdu) -> None: ...
+
+
+class DeviceListSink(Protocol):
+    """homeserver/services/device_lists.py `DeviceLists`."""
+
+    async def mark_changed(self, user_id: str) -> int: ...
+
+
 class EduDispatcher:
     def __init__(
         self,
@@ -51,10 +65,14 @@ class EduDispatcher:
         *,
         typing: TypingSink | None = None,
         receipts: ReceiptSink | None = None,
+        to_device: ToDeviceSink | None = None,
+        device_lists: DeviceListSink | None = None,
     ) -> None:
         self._cache = cache
         self._typing = typing
         self._receipts = receipts
+        self._to_device = to_device
+        self._device_lists = device_lists
 
     async def on_edu(self, origin: str, edu: Mapping[str, Any]) -> None:
         """Handle one EDU from `origin`; never raises for bad input."""
@@ -80,6 +98,12 @@ class EduDispatcher:
             # S2S "Presence": accepted (already restricted to the origin's users) and not kept:
             # this server has no presence (C-S presence is optional).
             logger.debug("presence of %d users from %s ignored", len(edu.push), origin)
+        elif isinstance(edu, DirectToDeviceEdu) and self._to_device is not None:
+            await self._to_device.on_direct_to_device(origin, edu)
+        elif isinstance(edu, DeviceListUpdateEdu) and self._device_lists is not None:
+            # S2S "Device Management": local users sharing a room see the user under
+            # device_lists.changed and query the keys again (nothing is cached here).
+            await self._device_lists.mark_changed(edu.user_id)
         else:
             logger.debug("no handler for %s from %s", type(edu).__name__, origin)
 

@@ -11,7 +11,13 @@ import asyncpg
 from federation.signing import SigningKey
 from homeserver.services.event_pipeline import EventPipeline
 from homeserver.services.federation_checks import EventKeyring
-from homeserver.services.federation_edus import EduDispatcher, ReceiptSink, TypingSink
+from homeserver.services.federation_edus import (
+    DeviceListSink,
+    EduDispatcher,
+    ReceiptSink,
+    ToDeviceSink,
+    TypingSink,
+)
 from homeserver.services.federation_fetch import FederationRequester, RemoteRoomFetcher
 from homeserver.services.federation_inbound import PduReceiver
 from homeserver.services.federation_invites import InviteReceiver
@@ -54,6 +60,8 @@ class FederationInboundServices:
         requester: FederationRequester | None,
         typing: TypingSink | None = None,
         receipts: ReceiptSink | None = None,
+        to_device: ToDeviceSink | None = None,
+        device_lists: DeviceListSink | None = None,
     ) -> FederationInboundServices:
         fetcher = RemoteRoomFetcher(requester) if requester is not None else None
         receiver = PduReceiver(
@@ -61,7 +69,13 @@ class FederationInboundServices:
         )
         transactions = TransactionProcessor(
             receiver=receiver,
-            edus=EduDispatcher(state, typing=typing, receipts=receipts),
+            edus=EduDispatcher(
+                state,
+                typing=typing,
+                receipts=receipts,
+                to_device=to_device,
+                device_lists=device_lists,
+            ),
             store=ReceivedTransactionsStore(pool),
         )
         membership = ResidentMembership(

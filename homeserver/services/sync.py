@@ -20,6 +20,7 @@ from homeserver.services.filters import Filter, event_matches, room_allowed
 from homeserver.services.push import PushService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.state import RoomStateCache
+from homeserver.services.sync_e2ee import E2eeSyncSection, empty_section, has_device_list_changes
 from homeserver.services.sync_events import format_events
 from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
 from homeserver.services.sync_streams import SyncStreams
@@ -77,6 +78,8 @@ class SyncService:
         self._account_data = account_data
         self._push = push
         self._clock = clock
+        # Device lists and key counts; set by homeserver/app.py once E2EE is wired.
+        self.e2ee: E2eeSyncSection | None = None
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         current = self._streams.current_token()
@@ -160,16 +163,25 @@ class SyncService:
                     request, m, since, room_account_data.get(m.room_id, [])
                 )
         to_device = await self._to_device(request, since, now)
+        e2ee = (
+            await self.e2ee.section(user_id, request.device_id, since, now)
+            if self.e2ee is not None
+            else empty_section()
+        )
         response = {
             "next_batch": str(now),
             "rooms": sections,
             "presence": {"events": []},
             "account_data": {"events": global_account_data},
             "to_device": {"events": to_device},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            **e2ee,
         }
-        empty = not (any(sections.values()) or global_account_data or to_device)
+        empty = not (
+            any(sections.values())
+            or global_account_data
+            or to_device
+            or has_device_list_changes(e2ee)
+        )
         return response, empty
 
     async def _joined_room(
