@@ -98,9 +98,7 @@ async def test_a_read_receipt_of_a_remote_user_shows_up_locally(servers: Servers
     async def alice_sees_bobs_receipt() -> bool:
         events = await ephemeral_events(alice, room_id, "m.receipt")
         readers = [
-            user_id
-            for e in events
-            for user_id in e["content"].get(event_id, {}).get("m.read", {})
+            user_id for e in events for user_id in e["content"].get(event_id, {}).get("m.read", {})
         ]
         return bob.user_id in readers
 
