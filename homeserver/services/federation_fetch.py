@@ -3,13 +3,21 @@
 S2S "Retrieving event authorisation information" (`/event_auth`), "Backfilling and retrieving
 missing events" (`/get_missing_events`), "Retrieving events" (`/event`, `/state`). Every answer
 is only shape-checked here; each PDU in it still goes through the receipt checks.
+
+Every request is bounded (`REQUEST_TIMEOUT_S`), and inside `fetch_budget(...)` (one inbound
+transaction) all requests together are too, so an origin that stops answering cannot hold a
+`PUT /send` open for minutes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+import time
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 from homeserver.remote.client import Query, format_path
 from homeserver.remote.errors import RemoteError, RemoteUnreachable
@@ -19,6 +27,47 @@ logger = logging.getLogger(__name__)
 # Bounds on what we take from one answer (the client also bounds the body size).
 MAX_FETCHED_PDUS: Final = 5_000
 DEFAULT_MISSING_EVENTS_LIMIT: Final = 10
+# One fetch waits at most this long (the federation client's own limit is 60 s).
+REQUEST_TIMEOUT_S: Final = 10.0
+
+T = TypeVar("T")
+
+# Monotonic deadline for all fetches made in the current context (None: per request only).
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "federation_fetch_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def fetch_budget(seconds: float) -> Iterator[None]:
+    """Bound every fetch made in this context (and tasks started from it) to `seconds` in all;
+    a budget already in force is never extended."""
+    deadline = time.monotonic() + seconds
+    current = _deadline.get()
+    token = _deadline.set(deadline if current is None else min(current, deadline))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _time_left() -> float:
+    deadline = _deadline.get()
+    if deadline is None:
+        return REQUEST_TIMEOUT_S
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchFailed("the time allowed for fetching while handling this request is spent")
+    return min(REQUEST_TIMEOUT_S, left)
+
+
+async def _bounded(request: Awaitable[T]) -> T:
+    timeout_s = _time_left()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request
+    except TimeoutError:
+        raise FetchFailed(f"no answer within {timeout_s:.1f} s") from None
 
 
 class FetchFailed(Exception):
@@ -64,7 +113,7 @@ class RemoteRoomFetcher:
             "min_depth": min_depth,
         }
         try:
-            body = await self._requester.post_json(destination, path, content)
+            body = await _bounded(self._requester.post_json(destination, path, content))
         except (RemoteError, RemoteUnreachable) as exc:
             raise FetchFailed(str(exc)) from None
         return _pdus(body, "events")
@@ -87,7 +136,7 @@ class RemoteRoomFetcher:
 
     async def _get(self, destination: str, path: str, query: Query | None = None) -> Any:
         try:
-            return await self._requester.get_json(destination, path, query)
+            return await _bounded(self._requester.get_json(destination, path, query))
         except (RemoteError, RemoteUnreachable) as exc:
             raise FetchFailed(str(exc)) from None
 

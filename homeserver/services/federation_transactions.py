@@ -4,7 +4,8 @@ A transaction is processed once: its response is stored under `(origin, txnId)` 
 even after a restart, gets the same answer without anything being processed again; a retry
 that arrives while the first delivery is still being processed waits for it. PDUs of different
 rooms are processed concurrently, those of one room in order of depth; each gets its own
-result, and no PDU or EDU can fail the transaction.
+result, and no PDU or EDU can fail the transaction. What is fetched from other servers while
+processing one transaction shares one time budget (`TRANSACTION_FETCH_BUDGET_S`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from federation.wire import Transaction, build_transaction_response
 from homeserver.services.federation_edus import EduDispatcher
+from homeserver.services.federation_fetch import fetch_budget
 from homeserver.services.federation_inbound import PduReceiver, PduResult
 from homeserver.storage.federation_inbound import ReceivedTransactionsStore
 
 logger = logging.getLogger(__name__)
+
+# All remote fetches (missing events, state, auth chains) for one transaction, together.
+TRANSACTION_FETCH_BUDGET_S: Final = 30.0
 
 
 def _now_ms() -> int:
@@ -62,7 +67,8 @@ class TransactionProcessor:
         return await asyncio.shield(task)
 
     async def _process(self, origin: str, txn_id: str, transaction: Transaction) -> dict[str, Any]:
-        results = await self.process_pdus(origin, transaction.pdus)
+        with fetch_budget(TRANSACTION_FETCH_BUDGET_S):
+            results = await self.process_pdus(origin, transaction.pdus)
         for edu in transaction.edus:
             try:
                 await self._edus.on_edu(origin, edu)

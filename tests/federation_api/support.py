@@ -9,6 +9,7 @@ holds, so our receiver can fetch what it misses.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -58,6 +59,13 @@ class RemoteServer:
     state_at: dict[str, list[str]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
+    # While set and not yet released, /event, /event_auth, /state and /get_missing_events hang
+    # (a dead origin); set the event to release them.
+    stalled: asyncio.Event | None = None
+
+    async def _stall(self) -> None:
+        if self.stalled is not None:
+            await self.stalled.wait()
 
     @property
     def server_name(self) -> str:
@@ -154,6 +162,7 @@ class RemoteServer:
 
     async def _event(self, request: web.Request) -> web.Response:
         self.requests.append("event")
+        await self._stall()
         pdu = self.events.get(request.match_info["eventId"])
         if pdu is None:
             return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
@@ -173,11 +182,13 @@ class RemoteServer:
 
     async def _auth(self, request: web.Request) -> web.Response:
         self.requests.append("event_auth")
+        await self._stall()
         chain = self._auth_chain([request.match_info["eventId"]])
         return web.json_response({"auth_chain": chain})
 
     async def _state(self, request: web.Request) -> web.Response:
         self.requests.append("state")
+        await self._stall()
         state_ids = self.state_at.get(request.query["event_id"], [])
         return web.json_response(
             {
@@ -189,6 +200,7 @@ class RemoteServer:
     async def _missing(self, request: web.Request) -> web.Response:
         self.requests.append("get_missing_events")
         body = await request.json()
+        await self._stall()
         earliest = set(body["earliest_events"])
         found: list[dict[str, Any]] = []
         todo = [p for e in body["latest_events"] for p in self.events[e]["prev_events"]]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+import pytest
+
+from homeserver.services import federation_fetch, federation_transactions
 from tests.federation_api.conftest import ALICE, JoinedRoom, create_room
 from tests.federation_api.support import World, now_ms, path_of
 
@@ -199,6 +204,39 @@ async def test_a_missing_prev_event_is_fetched_with_get_missing_events(
     assert "get_missing_events" in world.remote.requests
     assert (await stored(world, first_id)).visible_to_clients
     assert (await stored(world, second_id)).visible_to_clients
+
+
+async def test_fetches_from_an_origin_that_stopped_answering_are_bounded(
+    world: World, joined_room: JoinedRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scaled down: each fetch may take 1 s, all of a transaction's fetches 1.4 s together.
+    monkeypatch.setattr(federation_fetch, "REQUEST_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(federation_transactions, "TRANSACTION_FETCH_BUDGET_S", 1.4)
+    first_id, _first = await message(world, joined_room, "never sent to us")
+    _prevs, ids, depth = await room_heads(world, joined_room.room_id)
+    second_id, second = world.remote.build_event(
+        joined_room.room_id,
+        "m.room.message",
+        joined_room.bob,
+        {"msgtype": "m.text", "body": "after the gap"},
+        prev_events=[first_id],
+        auth_events=auth_for(ids, joined_room.bob),
+        depth=depth + 1,
+    )
+    world.remote.stalled = asyncio.Event()
+    started = time.monotonic()
+    try:
+        reply = await send(world, "t-dead-origin", [second])
+    finally:
+        world.remote.stalled.set()
+    elapsed = time.monotonic() - started
+    # get_missing_events (1 s) and then /state (the 0.4 s left) gave up; without the budget
+    # this takes 2 s or more.
+    assert elapsed < 1.9, elapsed
+    fetches = [r for r in world.remote.requests if r != "keys"]
+    assert fetches == ["get_missing_events", "state"]
+    assert "unavailable" in reply.body["pdus"][second_id]["error"]
+    assert await stored(world, second_id) is None
 
 
 async def test_typing_edus_count_only_for_the_senders_own_users(
