@@ -100,7 +100,7 @@ class FederationUserKeys:
         # Another server is never shown user-signing keys (S2S "End-to-End Encryption").
         answer = await self._keys.query_local_keys(local, None)
         answer.pop("user_signing_keys", None)
-        return answer
+        return {field: value for field, value in answer.items() if value or field == "device_keys"}
 
     async def claim_keys(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST /v1/user/keys/claim: no one-time keys are stored, so none can be claimed."""
