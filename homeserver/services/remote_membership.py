@@ -120,8 +120,10 @@ class RemoteMembershipClient:
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> str:
-        """S2S "Joining Rooms" through the first of `servers` that lets us in."""
-        candidates = [s for s in dict.fromkeys(servers) if s != self._server_name]
+        """S2S "Joining Rooms" through the first of `servers` that lets us in; accepting an
+        invite also tries the inviter's server (v12 room IDs name no server)."""
+        invited_by = await self._inviting_servers(user_id, room_id)
+        candidates = [s for s in dict.fromkeys([*servers, *invited_by]) if s != self._server_name]
         if not candidates:
             raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
         last: MatrixError | None = None
