@@ -1,8 +1,9 @@
 """Process lifecycle for `homeserver run`, `migrate` and `register-user`.
 
 `run`: signing key → database (embedded or DSN; waits up to 60 s) → migrations → one pool →
-listeners → wait for SIGTERM/SIGINT → stop accepting, let in-flight requests finish, close the
-pool, stop the embedded PostgreSQL → exit 0 (CONTRACT "Durability and faults").
+listeners → wait for SIGTERM/SIGINT → stop accepting, give in-flight requests SHUTDOWN_GRACE_S
+and cancel the rest, close the services and the pool, stop the embedded PostgreSQL → exit 0
+within 10 s (CONTRACT "Durability and faults").
 Every start-up failure is one clear log line and exit code 1.
 """
 
@@ -47,10 +48,14 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 
-# SIGTERM → exit within 10 s: in-flight requests get this long, the rest is for the pool and
-# the embedded PostgreSQL's fast shutdown.
+# SIGTERM → exit within 10 s (CONTRACT): in-flight requests get SHUTDOWN_GRACE_S and are then
+# cancelled; closing the services, the pool and the embedded PostgreSQL's fast shutdown share
+# what is left.
 SHUTDOWN_GRACE_S: Final = 6.0
-_POOL_CLOSE_S: Final = 1.5
+# aiohttp's own wait after our grace: it cancels the request, waits this long, then the handler.
+_RUNNER_SHUTDOWN_S: Final = 0.25
+_SERVICES_CLOSE_S: Final = 1.0
+_POOL_CLOSE_S: Final = 1.0
 # After answering 413 without reading a body, discard at most this long before closing.
 _LINGERING_S: Final = 2.0
 
@@ -144,7 +149,7 @@ async def serve(config: Config) -> int:
                 logger.info("shutting down")
                 await stop_listeners(runners)
             finally:
-                await deps.close()
+                await _close_services(deps.close())
         finally:
             await _close_pool(pool)
     logger.info("stopped")
@@ -268,6 +273,16 @@ async def _create_pool(config: Config, dsn: str) -> Any:
         raise StartupError(f"cannot connect to {database.describe_dsn(dsn)}: {exc}") from None
 
 
+async def _close_services(closing: Awaitable[None]) -> None:
+    """Close the services (federation sender, long-polls …), waiting a bounded time."""
+    try:
+        await asyncio.wait_for(closing, _SERVICES_CLOSE_S)
+    except TimeoutError:
+        logger.warning("services did not close within %.1f s; going on", _SERVICES_CLOSE_S)
+    except Exception:
+        logger.exception("closing the services failed")
+
+
 async def _close_pool(pool: Any) -> None:
     try:
         await asyncio.wait_for(pool.close(), _POOL_CLOSE_S)
@@ -282,12 +297,15 @@ async def start_listeners(
     runners: list[web.AppRunner] = []
     try:
         for spec, app in apps:
+            if _IN_FLIGHT not in app:
+                app.middlewares.append(_count_in_flight)
+                app[_IN_FLIGHT] = InFlight()
             runner = web.AppRunner(
                 app,
                 access_log=None,  # our own access log middleware writes one line per request
                 keepalive_timeout=config.limits.keepalive_timeout,
                 lingering_time=_LINGERING_S,
-                shutdown_timeout=SHUTDOWN_GRACE_S,
+                shutdown_timeout=_RUNNER_SHUTDOWN_S,
             )
             await runner.setup()
             runners.append(runner)
@@ -314,8 +332,55 @@ def _format_address(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-async def stop_listeners(runners: list[web.AppRunner]) -> None:
-    """Stop accepting on every socket at once, then let in-flight requests finish."""
+class InFlight:
+    """The requests a listener is handling, to wait for them at shutdown."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def started(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def finished(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+_IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
+
+
+@web.middleware
+async def _count_in_flight(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    in_flight = request.app[_IN_FLIGHT]
+    in_flight.started()
+    try:
+        return await handler(request)
+    finally:
+        in_flight.finished()
+
+
+async def stop_listeners(runners: list[web.AppRunner], grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Stop accepting on every socket at once, give in-flight requests up to `grace_s` to
+    finish, then cancel those still running and close every connection."""
+    for runner in runners:
+        for site in list(runner.sites):
+            with contextlib.suppress(Exception):
+                await site.stop()
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # idle keep-alive connections close, busy ones after
+    waits = [runner.app[_IN_FLIGHT].idle.wait() for runner in runners if _IN_FLIGHT in runner.app]
+    if waits:
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), grace_s)
+        except TimeoutError:
+            left = sum(runner.app[_IN_FLIGHT].count for runner in runners)
+            logger.warning("cancelling %d request(s) still running after %.1f s", left, grace_s)
     await asyncio.gather(*(runner.cleanup() for runner in runners), return_exceptions=True)
 
 

@@ -20,15 +20,19 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from federation.signing import (
     decode_signing_key_file,
     encode_signing_key_file,
     generate_signing_key,
 )
-from homeserver.server import StartupError, load_signing_key
+from homeserver.app import ListenerSpec
+from homeserver.config import parse_config
+from homeserver.server import StartupError, load_signing_key, start_listeners, stop_listeners
 from homeserver.services.passwords import verify_password
 from homeserver.storage import database
 from homeserver.storage.embedded import EmbeddedPostgres
@@ -125,10 +129,19 @@ def test_run_becomes_healthy_and_sigterm_exits_0_with_postgres_stopped(data_root
         pid = postmaster_pid(data_root)
         assert pid is not None and postgres_alive(pid)
 
+        # An in-flight request that never completes (half its body sent): cancelled after
+        # the grace, still within the shutdown limit.
+        stalled = socket.create_connection(("127.0.0.1", client_port))
+        stalled.sendall(
+            b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: localhost\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"type":'
+        )
+        time.sleep(0.3)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=SHUTDOWN_LIMIT_S)
         assert time.monotonic() - started < SHUTDOWN_LIMIT_S
+        stalled.close()
         assert process.returncode == 0, stderr
         assert not postgres_alive(pid)
         assert "GET /health 200" in stderr  # the access log goes to stderr
@@ -274,3 +287,51 @@ def test_invalid_or_unreadable_signing_key_stops_the_start(tmp_path: Path) -> No
     directory.mkdir()
     with pytest.raises(StartupError, match="cannot read the signing key"):
         load_signing_key(directory)
+
+
+async def test_shutdown_lets_quick_requests_finish_and_cancels_slow_ones(tmp_path: Path) -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return web.Response(text="too late")
+
+    async def quick(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/quick", quick)
+    spec = ListenerSpec("127.0.0.1", 0, frozenset({"client"}), None, None)
+    config = parse_config(
+        {
+            "server_name": "localhost",
+            "data_dir": str(tmp_path),
+            "signing_key_path": str(tmp_path / "signing.key"),
+            "listeners": [{"type": "client", "bind": "127.0.0.1", "port": 0}],
+        },
+        base_dir=tmp_path,
+    )
+    [runner] = await start_listeners([(spec, app)], config)
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with aiohttp.ClientSession() as http:
+        slow_reply = asyncio.ensure_future(http.get(base + "/slow"))
+        quick_reply = asyncio.ensure_future(http.get(base + "/quick"))
+        await asyncio.sleep(0.1)  # both requests are being handled
+        started = time.monotonic()
+        await stop_listeners([runner], grace_s=1.0)
+        elapsed = time.monotonic() - started
+        # The quick request finished within the grace; the slow one was cancelled after it.
+        assert 0.9 < elapsed < 2.0, elapsed
+        assert cancelled.is_set()
+        async with await quick_reply as response:
+            assert (response.status, await response.text()) == (200, "done")
+        with pytest.raises(aiohttp.ClientError):
+            await slow_reply
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(base + "/quick")  # nothing listens any more
