@@ -70,7 +70,9 @@ from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.e2e_setup import E2eeServices
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.federation_backfill import RemoteBackfiller
 from homeserver.services.federation_ephemeral import EphemeralForwarder
+from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.federation_user_keys import FederationUserKeys
@@ -295,6 +297,18 @@ class Dependencies:
         object.__setattr__(
             self, "room_reads", RoomReadServices.build(self.pool, self.engine.state)
         )
+        if self.remote is not None and self.federation_inbound is not None:
+            # /messages fetches older history from the servers in the room (issue 5).
+            backfiller = RemoteBackfiller(
+                requester=self.remote.client,
+                receiver=self.federation_inbound.receiver,
+                keyring=self.remote.keyring,
+                cache=self.engine.state,
+                events=self.engine.events,
+                pipeline=self.engine.pipeline,
+                server_name=self.config.server_name,
+            )
+            self.room_reads.paginator.set_backfill(backfiller)
 
     async def close(self) -> None:
         self.sync.close()
@@ -378,6 +392,10 @@ async def start_federation_sender(
         server_name=config.server_name,
         server_policy=remote.server_policy,
         enabled=config.federation.enabled,
+        backoff=Backoff(
+            initial_ms=int(config.federation.retry_initial * 1000),
+            max_ms=int(config.federation.retry_max * 1000),
+        ),
     )
     await sender.start()
     engine.pipeline.add_persisted_hook(sender.on_events_persisted)

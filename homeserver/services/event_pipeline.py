@@ -289,14 +289,23 @@ class EventPipeline:
         return positions[event.event_id]
 
     async def persist_remote_events(
-        self, room_id: str, items: Sequence[RemoteEvent]
+        self, room_id: str, items: Sequence[RemoteEvent], *, backfilled: bool = False
     ) -> dict[str, int]:
         """Persist received events of one room in one transaction, in the order given (auth
-        events before the events they authorise). Already stored events are skipped."""
-        async with self._writers.exclusive(room_id):
-            return await self._persist_remote(room_id, items)
+        events before the events they authorise). Already stored events are skipped.
 
-    async def _persist_remote(self, room_id: str, items: Sequence[RemoteEvent]) -> dict[str, int]:
+        `backfilled` (S2S "Backfilling and retrieving missing events"): older history of a
+        room we are in, oldest first. Such events take negative stream positions from their
+        own descending sequence, so no /sync token, federation sender or push evaluation ever
+        treats them as new; they wake no client, run no `on_persisted` hook and leave the
+        current state and forward extremities as they are (they precede them).
+        """
+        async with self._writers.exclusive(room_id):
+            return await self._persist_remote(room_id, items, backfilled)
+
+    async def _persist_remote(
+        self, room_id: str, items: Sequence[RemoteEvent], backfilled: bool
+    ) -> dict[str, int]:
         stored = await self._events.get_event_rows(i.event.event_id for i in items)
         result = {event_id: row.stream_ordering for event_id, row in stored.items()}
         items = [i for i in items if i.event.event_id not in stored]
@@ -308,6 +317,8 @@ class EventPipeline:
         room_version = items[0].event.room_version
         if room is not None and room.room_version != room_version:
             raise ValueError(f"{room_id} is a room of version {room.room_version.identifier}")
+        if backfilled and room is None:
+            raise ValueError(f"cannot backfill {room_id}: this server is not in the room")
         batch = RoomBatch.from_room(room) if room else RoomBatch.new(room_id, room_version, False)
         ids = [i.event.event_id for i in items]
         with_children = await self._events.get_events_with_children(ids)
@@ -326,11 +337,15 @@ class EventPipeline:
                 rejection_reason=item.rejected_reason,
                 has_stored_child=item.event.event_id in with_children,
                 out_of_band_membership=item.out_of_band_membership,
+                backfilled=backfilled,
             )
         await self._applier.apply_late_redactions(batch, late_redactions)
-        persisted = await self._commit(batch)
+        if backfilled:
+            persisted = await self._commit_backfilled(batch)
+        else:
+            persisted = await self._commit(batch)
+            await self._run_hooks([p.event for p in persisted if p.visible_to_clients])
         result.update((p.event.event_id, p.stream_ordering) for p in persisted)
-        await self._run_hooks([p.event for p in persisted if p.visible_to_clients])
         return result
 
     # --- the one persist path -------------------------------------------------------------
@@ -347,17 +362,32 @@ class EventPipeline:
                 replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, ps, strict=True)
             ]
             await self._events.persist(batch.to_persist_batch(items, self._clock()))
-            self._state.cache_events(batch.events.values())
-            for group in batch.groups:
-                state = batch.group_states.get(group.state_group)
-                self._state.cache_state_group(group.info, state)
-            for event_id, (after, before) in batch.event_groups.items():
-                self._state.cache_event_groups(event_id, after, before)
-            self._state.set_room_state(batch.room_state())
+            self._cache_batch(batch)
             for item in items:
                 if item.visible_to_clients or item.out_of_band_membership:
                     self._notify(item)
         return items
+
+    async def _commit_backfilled(self, batch: RoomBatch) -> list[EventToPersist]:
+        """The one transaction for backfilled events: negative positions, most negative for
+        the oldest (the batch is oldest first); outside the stream tracker, nobody notified."""
+        positions = await self._events.allocate_backfill_positions(len(batch.to_persist))
+        items = [
+            replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, positions, strict=True)
+        ]
+        await self._events.persist(batch.to_persist_batch(items, self._clock()))
+        self._cache_batch(batch)
+        return items
+
+    def _cache_batch(self, batch: RoomBatch) -> None:
+        """Memory catches up with a committed batch."""
+        self._state.cache_events(batch.events.values())
+        for group in batch.groups:
+            state = batch.group_states.get(group.state_group)
+            self._state.cache_state_group(group.info, state)
+        for event_id, (after, before) in batch.event_groups.items():
+            self._state.cache_event_groups(event_id, after, before)
+        self._state.set_room_state(batch.room_state())
 
     def _notify(self, item: EventToPersist) -> None:
         event = item.event

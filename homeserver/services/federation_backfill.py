@@ -8,29 +8,38 @@ the receipt checks that need no "state before" (S2S "Checks performed on receipt
 steps 1–4: format, signatures, content hash → redacted, auth against its listed auth events,
 whose chain is fetched and stored as outliers when missing); failing ones are dropped.
 
-NOT YET DONE: persisting the checked events as timeline ("backfilled") events and the hook in
-homeserver/services/pagination.py. The one pipeline (homeserver/services/event_pipeline.py)
-gives every accepted event the next positive stream position and wakes /sync, so a backfilled
-event would reach clients as if new. The schema orders timelines by `(depth,
-stream_ordering)` (homeserver/storage/room_reads.py), so backfilled events sort correctly by
-their smaller depth whatever their stream position; what they need is a position no /sync
-token covers: a decreasing negative `stream_ordering` (Synapse's choice), allocated from its
-own sequence, with `persist_remote_events(..., backfilled=True)` skipping notification,
-current-state and forward-extremity changes (`has_stored_child` already covers the latter).
+Accepted events are then saved as backfilled events (`save`): each is checked against the
+state before it (step 5: the state after its prev events of the same batch, or stored, or, when
+a prev event is unknown, `/state` at the event itself from the server that answered), and the
+batch goes oldest first through `EventPipeline.persist_remote_events(..., backfilled=True)`:
+negative stream positions, no /sync wake-up, no federation sending, no push, no change of
+current state or forward extremities. Soft failure (step 6) is not applied: the events are
+older than the current state. /messages calls `backfill` when a backward page runs out
+(homeserver/services/pagination.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from federation.hashing import compute_event_id
 from federation.pdu import Event
+from federation.room_state import StateKey
+from federation.room_versions import RoomVersion
 from homeserver.remote.client import format_path
 from homeserver.remote.errors import RemoteError, RemoteUnreachable
+from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_access import servers_in_state
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
-from homeserver.services.federation_fetch import FederationRequester
+from homeserver.services.federation_fetch import (
+    FederationRequester,
+    FetchFailed,
+    RemoteRoomFetcher,
+)
 from homeserver.services.federation_inbound import EventNotProcessed, PduReceiver
 from homeserver.services.state import RoomStateCache
 from homeserver.storage.events import EventsStore
@@ -40,6 +49,10 @@ logger = logging.getLogger(__name__)
 MAX_BACKFILL_LIMIT: Final = 100
 # Servers asked, in turn, before giving up.
 MAX_SERVERS_TRIED: Final = 5
+# `/state` requests per saved batch, for events whose prev events we do not hold.
+MAX_STATE_FETCHES: Final = 3
+
+StateIds = Mapping[StateKey, str]
 
 
 class RemoteBackfiller:
@@ -51,14 +64,42 @@ class RemoteBackfiller:
         keyring: EventKeyring,
         cache: RoomStateCache,
         events: EventsStore,
+        pipeline: EventPipeline,
         server_name: str,
     ) -> None:
         self._requester = requester
+        self._fetcher = RemoteRoomFetcher(requester)
         self._receiver = receiver
         self._keyring = keyring
         self._cache = cache
         self._events = events
+        self._pipeline = pipeline
         self._server_name = server_name
+        # One backfill of a room at a time: a second /messages waits and finds it done.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """One backfill round for /messages: older events before the room's earliest timeline
+        event, fetched, checked and saved; how many were saved (0: nothing more to have)."""
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = asyncio.Lock()
+        async with lock:
+            earliest = await self._events.get_earliest_timeline_event(room_id)
+            if earliest is None:
+                return 0
+            missing = await self.missing_prev_events(earliest)
+            if not missing:
+                return 0
+            origin, events = await self.fetch_from(room_id, missing, limit)
+            if origin is None or not events:
+                return 0
+            return len(await self.save(origin, room_id, events))
+
+    async def has_older_history(self, room_id: str) -> bool:
+        """Whether the room's earliest timeline event cites prev events we do not hold."""
+        earliest = await self._events.get_earliest_timeline_event(room_id)
+        return earliest is not None and bool(await self.missing_prev_events(earliest))
 
     async def missing_prev_events(self, earliest: Event) -> list[str]:
         """The prev events of our earliest timeline event that we do not hold: where backfill
@@ -76,14 +117,21 @@ class RemoteBackfiller:
     async def fetch(self, room_id: str, from_event_ids: Sequence[str], limit: int) -> list[Event]:
         """Events older than (and including) `from_event_ids`, checked, oldest first. The
         first server that answers usefully is used; an empty list if none does."""
+        _, events = await self.fetch_from(room_id, from_event_ids, limit)
+        return events
+
+    async def fetch_from(
+        self, room_id: str, from_event_ids: Sequence[str], limit: int
+    ) -> tuple[str | None, list[Event]]:
+        """`fetch`, with the server that answered (None when none did)."""
         if not from_event_ids:
-            return []
+            return None, []
         room_version = await self._cache.get_room_version(room_id)
         if room_version is None:
-            return []
+            return None, []
         limit = max(1, min(limit, MAX_BACKFILL_LIMIT))
         path = format_path("/_matrix/federation/v1/backfill/{}", room_id)
-        query = {"v": list(from_event_ids), "limit": limit}
+        query: dict[str, int | Sequence[str]] = {"v": list(from_event_ids), "limit": limit}
         for server in await self.backfill_servers(room_id):
             try:
                 body = await self._requester.get_json(server, path, query)
@@ -93,8 +141,77 @@ class RemoteBackfiller:
             pdus = _pdus(body)[:limit]
             checked = await self._check(server, room_id, pdus)
             if checked:
-                return sorted(checked, key=lambda e: (e.depth, e.event_id))
-        return []
+                return server, sorted(checked, key=lambda e: (e.depth, e.event_id))
+        return None, []
+
+    async def save(self, origin: str, room_id: str, events: Sequence[Event]) -> list[str]:
+        """Step 5 for each event (oldest first, as `fetch` returns them), then persist them
+        all as backfilled events in one transaction; the IDs saved. Events whose prior state
+        cannot be had are left out."""
+        items: list[RemoteEvent] = []
+        state_after: dict[str, StateIds] = {}
+        fetches = 0
+        for event in events:
+            try:
+                state_before, fetched = await self._state_before(
+                    origin, event, state_after, may_fetch=fetches < MAX_STATE_FETCHES
+                )
+            except EventNotProcessed as exc:
+                logger.info("backfilled %s not saved: %s", event.event_id, exc)
+                continue
+            fetches += fetched
+            reason = await self._receiver.check_auth_against_state_before(event, state_before)
+            if reason is not None:
+                logger.info("backfilled %s rejected: %s", event.event_id, reason)
+            after = dict(state_before)
+            if event.is_state and reason is None:
+                after[event.state_tuple] = event.event_id
+            state_after[event.event_id] = after
+            items.append(RemoteEvent(event, state_before, rejected_reason=reason))
+        if not items:
+            return []
+        await self._pipeline.persist_remote_events(room_id, items, backfilled=True)
+        return [item.event.event_id for item in items]
+
+    async def _state_before(
+        self, origin: str, event: Event, batch: Mapping[str, StateIds], *, may_fetch: bool
+    ) -> tuple[StateIds, int]:
+        """The state before `event` and how many `/state` requests it took: the resolution of
+        the states after its prev events (of this batch, or stored timeline events), or, when
+        one is unknown (outlier or missing), `/state` at the event itself."""
+        states: list[StateIds] = []
+        unknown = [p for p in event.prev_event_ids if p not in batch]
+        groups = await self._cache.get_state_groups_for_events(unknown)
+        if any(p not in groups for p in unknown):
+            if not may_fetch:
+                raise EventNotProcessed("too many events of the batch lack their prior state")
+            return await self._fetch_state_before(origin, event), 1
+        for prev_id in event.prev_event_ids:
+            if prev_id in batch:
+                states.append(batch[prev_id])
+            else:
+                states.append(await self._cache.get_state_group_state(groups[prev_id][0]))
+        return await self._receiver.resolve_states(event.room_version, states), 0
+
+    async def _fetch_state_before(self, origin: str, event: Event) -> StateIds:
+        """S2S `GET /v1/state/{roomId}?event_id=`: the state before the event, its events
+        checked (steps 1–4) and stored as outliers; rejected ones are not part of it."""
+        try:
+            state_pdus, auth_pdus = await self._fetcher.get_state(
+                origin, event.room_id, event.event_id
+            )
+        except FetchFailed as exc:
+            raise EventNotProcessed(f"state before it unavailable: {exc}") from None
+        stored = await self._receiver.persist_outliers(
+            [*auth_pdus, *state_pdus], event.room_version, event.room_id
+        )
+        state_ids = {_event_id(pdu, event.room_version) for pdu in state_pdus}
+        rows = await self._events.get_event_rows(i for i in state_ids if i in stored)
+        return {
+            row.event.state_tuple: event_id
+            for event_id, row in rows.items()
+            if row.event.is_state and row.rejection_reason is None
+        }
 
     async def _check(
         self, origin: str, room_id: str, pdus: Sequence[Mapping[str, Any]]
@@ -128,6 +245,13 @@ def _pdus(body: Any) -> list[Mapping[str, Any]]:
     if not isinstance(value, list):
         return []
     return [pdu for pdu in value if isinstance(pdu, Mapping)]
+
+
+def _event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
+    try:
+        return compute_event_id(pdu, room_version)
+    except Exception:  # a malformed PDU: persist_outliers dropped it too
+        return ""
 
 
 def _depth_of(pdu: Mapping[str, Any]) -> int:

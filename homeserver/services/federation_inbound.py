@@ -307,6 +307,13 @@ class PduReceiver:
             state[prev.event.state_tuple] = prev_id
         return state
 
+    async def resolve_states(
+        self, room_version: RoomVersion, states: Sequence[StateIds]
+    ) -> StateIds:
+        """The resolution of several states (S2S "Room State"); one state as it is.
+        `EventNotProcessed` if state resolution fails."""
+        return await self._resolve(room_version, states)
+
     async def _resolve(self, room_version: RoomVersion, states: Sequence[StateIds]) -> StateIds:
         distinct: list[StateIds] = []
         for state in states:

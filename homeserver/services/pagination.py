@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from federation.room_state import MEMBER
 from homeserver.errors import MatrixError
@@ -30,6 +30,21 @@ MIN_BATCH: Final = 50
 MAX_ROUNDS: Final = 8
 
 Fetch = Callable[[Key, int], Awaitable[list[EventRow]]]
+
+
+class Backfill(Protocol):
+    """Older history from other servers (homeserver/services/federation_backfill.py)."""
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """Fetch and save events before the room's earliest timeline event; how many."""
+        ...
+
+    async def has_older_history(self, room_id: str) -> bool:
+        """Whether the room's earliest timeline event cites prev events we do not hold."""
+        ...
+
+# Events asked of another server in the one backfill round a /messages request may take.
+MAX_BACKFILL_LIMIT: Final = 100
 
 
 def key_of(row: EventRow) -> Key:
@@ -85,9 +100,14 @@ class MessagesPage:
 
 
 class RoomPaginator:
-    def __init__(self, reader: RoomReader) -> None:
+    def __init__(self, reader: RoomReader, backfill: Backfill | None = None) -> None:
         self._reader = reader
         self._store = reader.store
+        self._backfill = backfill
+
+    def set_backfill(self, backfill: Backfill | None) -> None:
+        """Where /messages gets older history it does not hold (federation; None: nowhere)."""
+        self._backfill = backfill
 
     async def resolve_token(self, room_id: str, token: RoomToken) -> Key:
         """A token as a point of this room's topological order."""
@@ -144,6 +164,47 @@ class RoomPaginator:
         """GET /rooms/{roomId}/messages."""
         reader = self._reader
         access = await reader.check_access(room_id, viewer.user_id)
+        start, start_token = await self._start(room_id, access, direction, from_token)
+        stop = KEY_MIN if direction == "b" else KEY_MAX
+        if to_token is not None:
+            stop = await self.resolve_token(room_id, to_token)
+        if direction == "f":
+            stop = access.cap(stop)
+
+        async def fetch(cursor: Key, count: int) -> list[EventRow]:
+            return await self._store.paginate(room_id, direction, cursor, stop, count)
+
+        found = await self.scan(viewer, direction, start, fetch, limit, event_filter)
+        more_elsewhere = False
+        backfill = self._backfill
+        if direction == "b" and to_token is None and found.exhausted and backfill is not None:
+            # S2S "Backfilling": the page ran out at the start of what we hold; one round
+            # of fetching older events, then read again (a /sync token may now fall among
+            # them). A page still ends with an `end` token while older events exist elsewhere.
+            if len(found.rows) < limit and await backfill.backfill(
+                room_id, min(limit, MAX_BACKFILL_LIMIT)
+            ):
+                start, _ = await self._start(room_id, access, direction, from_token)
+                found = await self.scan(viewer, direction, start, fetch, limit, event_filter)
+            more_elsewhere = found.exhausted and await backfill.has_older_history(room_id)
+        chunk = await reader.formatter.format_events(
+            found.rows, viewer, memberships=found.memberships
+        )
+        state: list[dict[str, Any]] = []
+        if event_filter is not None and event_filter.lazy_load_members and found.rows:
+            state = await self.lazy_members(access, viewer, found.rows, found.rows[0])
+        exhausted = found.exhausted and not more_elsewhere
+        end = None if exhausted else str(token_after(found.cursor))
+        return MessagesPage(start_token, chunk, end, state)
+
+    async def _start(
+        self,
+        room_id: str,
+        access: RoomAccess,
+        direction: Direction,
+        from_token: RoomToken | None,
+    ) -> tuple[Key, str]:
+        """Where a /messages page starts, and the `start` token it answers."""
         if from_token is not None:
             start = await self.resolve_token(room_id, from_token)
             start_token = str(from_token)
@@ -153,27 +214,8 @@ class RoomPaginator:
             start = access.cap(start)
             start_token = str(token_after(start))
         else:
-            start, start_token = KEY_MIN, str(token_after(KEY_MIN))
-        stop = KEY_MIN if direction == "b" else KEY_MAX
-        if to_token is not None:
-            stop = await self.resolve_token(room_id, to_token)
-        if direction == "b":
-            start = access.cap(start)
-        else:
-            stop = access.cap(stop)
-
-        async def fetch(cursor: Key, count: int) -> list[EventRow]:
-            return await self._store.paginate(room_id, direction, cursor, stop, count)
-
-        found = await self.scan(viewer, direction, start, fetch, limit, event_filter)
-        chunk = await reader.formatter.format_events(
-            found.rows, viewer, memberships=found.memberships
-        )
-        state: list[dict[str, Any]] = []
-        if event_filter is not None and event_filter.lazy_load_members and found.rows:
-            state = await self.lazy_members(access, viewer, found.rows, found.rows[0])
-        end = None if found.exhausted else str(token_after(found.cursor))
-        return MessagesPage(start_token, chunk, end, state)
+            return KEY_MIN, str(token_after(KEY_MIN))
+        return (access.cap(start) if direction == "b" else start), start_token
 
     async def lazy_members(
         self, access: RoomAccess, viewer: Viewer, rows: Sequence[EventRow], at: EventRow

@@ -143,12 +143,15 @@ class BatchApplier:
         txn: ClientTransaction | None = None,
         has_stored_child: bool = False,
         out_of_band_membership: bool = False,
+        backfilled: bool = False,
     ) -> EventToPersist:
         """Place `event` in the batch: its stream position, state groups and room changes.
 
         `has_stored_child`: a stored event already cites it (backfill, late arrival), so it is
         no forward extremity. `out_of_band_membership`: an outlier membership of a local user in
         a room this server is not in (an invite received over federation, a rejected invite).
+        `backfilled`: older history fetched for /messages; it gets its state groups but never
+        changes the room's forward extremities or current state (it precedes both).
         """
         position = 0  # the stream position is assigned at commit
         batch.events[event.event_id] = event
@@ -188,7 +191,8 @@ class BatchApplier:
         )
         batch.to_persist.append(item)
         if rejection_reason is None and not soft_failed:
-            await self._advance_room(batch, event, state_after, after_group, has_stored_child)
+            if not backfilled:
+                await self._advance_room(batch, event, state_after, after_group, has_stored_child)
             if event.type == REDACTION and event.redacts is not None:
                 await self._apply_redaction(batch, event, state_before)
         return item

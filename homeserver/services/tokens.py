@@ -23,7 +23,9 @@ from typing import Final
 # Positions are PostgreSQL BIGINTs.
 _MAX_POSITION: Final = 2**63 - 1
 _STREAM: Final = re.compile(r"s(0|[1-9][0-9]{0,18})(?:_[0-9A-Za-z_.~-]*)?", re.ASCII)
-_TOPOLOGICAL: Final = re.compile(r"t(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})", re.ASCII)
+# The stream part may be negative (`t17--5`): backfilled events have negative positions
+# (schema/0010_backfill.sql).
+_TOPOLOGICAL: Final = re.compile(r"t(0|[1-9][0-9]{0,18})-(0|-?[1-9][0-9]{0,18})", re.ASCII)
 
 
 class InvalidToken(ValueError):
@@ -62,7 +64,7 @@ def parse_room_token(text: str) -> RoomToken:
     """A stream or topological token; raise `InvalidToken` for anything else."""
     if match := _TOPOLOGICAL.fullmatch(text):
         depth, stream = int(match[1]), int(match[2])
-        if depth <= _MAX_POSITION and stream <= _MAX_POSITION:
+        if depth <= _MAX_POSITION and -_MAX_POSITION <= stream <= _MAX_POSITION:
             return TopologicalToken(depth, stream)
     elif match := _STREAM.fullmatch(text):
         position = int(match[1])

@@ -160,6 +160,17 @@ class EventsStore:
         positions, _ = await self.allocate_ids(count, 0)
         return positions
 
+    async def allocate_backfill_positions(self, count: int) -> list[int]:
+        """Negative stream positions for backfilled events (schema/0010_backfill.sql), most
+        negative first: the caller gives them to the events oldest first."""
+        row = await self._pool.fetchrow(
+            "SELECT ARRAY(SELECT nextval('events_backfill_stream_seq')"
+            " FROM generate_series(1, $1)) AS p",
+            count,
+        )
+        assert row is not None
+        return sorted(row["p"])
+
     async def persist(self, batch: PersistBatch) -> None:
         """Write a batch of events of one room and everything they change, atomically."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -225,7 +236,7 @@ class EventsStore:
         """The highest persisted stream position (0 for an empty server): where tokens resume
         after a restart."""
         value: int | None = await self._pool.fetchval("SELECT max(stream_ordering) FROM events")
-        return value or 0
+        return max(value or 0, 0)  # backfilled events have negative positions
 
     async def get_event_rows(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
         """Stored events by ID (unknown IDs are absent)."""
@@ -245,6 +256,18 @@ class EventsStore:
             "SELECT event_id FROM events WHERE event_id = ANY($1::text[])", list(event_ids)
         )
         return {row["event_id"] for row in rows}
+
+    async def get_earliest_timeline_event(self, room_id: str) -> Event | None:
+        """The room's oldest event in the timeline (not an outlier; rejected and soft-failed
+        ones count: they are in the DAG) by `(depth, stream_ordering)`: where backfill
+        continues from."""
+        row = await self._pool.fetchrow(
+            f"SELECT {EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            " WHERE e.room_id = $1 AND NOT e.outlier"
+            " ORDER BY e.depth, e.stream_ordering LIMIT 1",
+            room_id,
+        )
+        return None if row is None else row_to_event_row(row).event
 
     async def get_room_events_in_range(
         self, room_id: str, from_position: int, to_position: int, limit: int

@@ -34,6 +34,7 @@ def backfiller(world: World, requester: RecordingRequester) -> RemoteBackfiller:
         keyring=remote.keyring,
         cache=world.deps.engine.state,
         events=world.deps.engine.events,
+        pipeline=world.deps.engine.pipeline,
         server_name=world.deps.config.server_name,
     )
 
