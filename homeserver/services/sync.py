@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from federation.pdu import Event
@@ -33,6 +33,8 @@ from homeserver.storage.sync_data import GLOBAL, SyncDataStore
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_TIMEOUT_MS: Final = 5 * 60_000
+# To-device messages in one response; the rest come with the next /sync.
+TO_DEVICE_LIMIT: Final = 100
 
 
 def _now_ms() -> int:
@@ -162,14 +164,14 @@ class SyncService:
                 sections["leave"][m.room_id] = await self._left_room(
                     request, m, since, room_account_data.get(m.room_id, [])
                 )
-        to_device = await self._to_device(request, since, now)
+        to_device, to_device_at = await self._to_device(request, since, now)
         e2ee = (
             await self.e2ee.section(user_id, request.device_id, since, now)
             if self.e2ee is not None
             else empty_section()
         )
         response = {
-            "next_batch": str(now),
+            "next_batch": str(replace(now, to_device=to_device_at)),
             "rooms": sections,
             "presence": {"events": []},
             "account_data": {"events": global_account_data},
@@ -302,15 +304,22 @@ class SyncService:
 
     async def _to_device(
         self, request: SyncRequest, since: SyncToken | None, now: SyncToken
-    ) -> list[dict[str, Any]]:
-        """C-S "Send-to-Device messaging": messages up to `now`; those up to `since` were
-        delivered by the previous response, so are deleted."""
+    ) -> tuple[list[dict[str, Any]], int]:
+        """C-S "Send-to-Device messaging": messages up to `now`, and the to-device position for
+        `next_batch`; those up to `since` were delivered by the previous response, so are
+        deleted. At most TO_DEVICE_LIMIT go in one response: when more wait, the position is
+        the last one sent's, so nothing is deleted undelivered and the next /sync (having
+        messages) answers at once."""
         if request.device_id is None:
-            return []
+            return [], now.to_device
         if since is not None and since.to_device > 0:
             await self._store.delete_to_device_messages(
                 request.user_id, request.device_id, since.to_device
             )
-        return await self._store.get_to_device_messages(
-            request.user_id, request.device_id, now.to_device
+        rows = await self._store.get_to_device_messages(
+            request.user_id, request.device_id, now.to_device, TO_DEVICE_LIMIT + 1
         )
+        if len(rows) > TO_DEVICE_LIMIT:
+            rows = rows[:TO_DEVICE_LIMIT]
+            return [message for _, message in rows], rows[-1][0]
+        return [message for _, message in rows], now.to_device

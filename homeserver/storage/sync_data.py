@@ -239,17 +239,19 @@ class SyncDataStore:
     # --- placeholders for E2EE ---------------------------------------------------------------
 
     async def get_to_device_messages(
-        self, user_id: str, device_id: str, to_id: int, limit: int = 100
-    ) -> list[dict[str, Any]]:
+        self, user_id: str, device_id: str, to_id: int, limit: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """`(stream_id, message)` of the device's oldest `limit` messages up to `to_id`, oldest
+        first (a device has at most one message per stream position)."""
         rows = await self._pool.fetch(
-            "SELECT message FROM device_inbox WHERE user_id = $1 AND device_id = $2"
+            "SELECT stream_id, message FROM device_inbox WHERE user_id = $1 AND device_id = $2"
             " AND stream_id <= $3 ORDER BY stream_id LIMIT $4",
             user_id,
             device_id,
             to_id,
             limit,
         )
-        return [_object(r["message"]) for r in rows]
+        return [(r["stream_id"], _object(r["message"])) for r in rows]
 
     async def delete_to_device_messages(self, user_id: str, device_id: str, up_to: int) -> None:
         """A /sync with `since` past these messages acknowledges them (C-S "Send-to-Device")."""

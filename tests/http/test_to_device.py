@@ -82,3 +82,22 @@ async def test_malformed_messages_are_rejected(pair: tuple[DeviceUser, DeviceUse
     assert reply.status == 400
     reply = await alice.call("PUT", "/sendToDevice/m.test/bad2", {"messages": []})
     assert reply.status == 400 and reply.body["errcode"] == "M_BAD_JSON"
+
+
+async def test_more_messages_than_one_response_holds_arrive_over_consecutive_syncs(
+    pair: tuple[DeviceUser, DeviceUser],
+) -> None:
+    alice, bob = pair
+    token = (await sync(bob))["next_batch"]
+    for n in range(150):
+        await send(alice, {bob.user_id: {bob.device_id: {"n": n}}}, f"many{n}")
+    first = await sync(bob, since=token, timeout=10_000)
+    # The rest is waiting, so the next /sync answers at once instead of long-polling.
+    second = await asyncio.wait_for(sync(bob, since=first["next_batch"], timeout=10_000), 5)
+    numbers = [e["content"]["n"] for body in (first, second) for e in body["to_device"]["events"]]
+    assert len(first["to_device"]["events"]) == 100
+    assert numbers == list(range(150))
+    third = await sync(bob, since=second["next_batch"], timeout=0)
+    assert contents(third) == []
+    rows = await bob.client.deps.pool.fetchval("SELECT count(*) FROM device_inbox")
+    assert rows == 0
