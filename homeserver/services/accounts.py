@@ -152,9 +152,11 @@ class AccountService:
         device_id: str | None = None,
         device_display_name: str | None = None,
         refresh: bool = False,
+        guest: bool = False,
     ) -> tuple[str, Session | None]:
-        """Create the account (a generated user ID when `user_id` is None) and, unless
-        `login` is False (`inhibit_login`), its first device and tokens."""
+        """Create the account (a generated user ID when `user_id` is None; a guest account
+        with `guest`) and, unless `login` is False (`inhibit_login`), its first device and
+        tokens."""
         if password is not None:
             check_password_length(password)
         password_hash = None if password is None else await hash_password_async(password)
@@ -163,7 +165,12 @@ class AccountService:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await users.create_user(
-                        conn, candidate, password_hash, created_ts=self._clock(), admin=admin
+                        conn,
+                        candidate,
+                        password_hash,
+                        created_ts=self._clock(),
+                        admin=admin,
+                        is_guest=guest,
                     )
                     if not login:
                         return candidate, None

@@ -69,6 +69,14 @@ def no_known_servers(room: str) -> MatrixError:
     return MatrixError(404, "M_NOT_FOUND", f"No known servers for {room}")
 
 
+def _check_guest_can_join(state: Mapping[tuple[str, str], Any] | None) -> None:
+    """C-S "Guest Access": guests join only rooms whose `m.room.guest_access` is `can_join`
+    (a room on another server cannot be checked here, so it is refused)."""
+    event = None if state is None else state.get(("m.room.guest_access", ""))
+    if event is None or event.content.get("guest_access") != "can_join":
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
+
+
 def _with_reason(content: dict[str, Any], reason: str | None) -> dict[str, Any]:
     if reason is not None:
         content["reason"] = reason
@@ -158,6 +166,7 @@ class MembershipService:
         *,
         reason: str | None = None,
         via: Sequence[str] = (),
+        guest: bool = False,
     ) -> str:
         """POST /join/{roomIdOrAlias} and /rooms/{roomId}/join; returns the room ID."""
         room_id, servers = await self.resolve_room(room_id_or_alias)
@@ -165,6 +174,8 @@ class MembershipService:
             {"membership": "join", **await self._profiles.member_profile(user_id)}, reason
         )
         state = await self._state_if_participating(room_id)
+        if guest:
+            _check_guest_can_join(state)
         if state is None:
             if self._remote is None:
                 raise no_known_servers(room_id_or_alias)

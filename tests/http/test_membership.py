@@ -293,3 +293,32 @@ async def test_not_json_and_bad_room_ids(client: Client, users: list[User]) -> N
     assert bad_id.status == 400 and bad_id.body["errcode"] == "M_INVALID_PARAM"
     unauthenticated = await client.call("GET", "/joined_rooms")
     assert unauthenticated.status == 401
+
+
+async def test_guests_join_only_rooms_whose_guest_access_is_can_join(
+    client: Client, users: list[User]
+) -> None:
+    alice = users[0]
+    registered = await client.call("POST", "/register", {}, query={"kind": "guest"})
+    guest = User(client, registered.body["user_id"], registered.body["access_token"])
+    open_room = await alice.create_room(
+        preset="public_chat",
+        initial_state=[
+            {
+                "type": "m.room.guest_access",
+                "state_key": "",
+                "content": {"guest_access": "can_join"},
+            }
+        ],
+    )
+    closed_room = await alice.create_room(preset="public_chat")
+    joined = await guest.call("POST", f"/rooms/{q(open_room)}/join", {})
+    assert joined.status == 200, joined.body
+    sent = await guest.send(open_room, {"msgtype": "m.text", "body": "hi"}, "g1")
+    assert sent.status == 200, sent.body
+    # C-S "Guest Access": "Servers MUST only allow guest users to join rooms if the
+    # m.room.guest_access state event is present on the room, and has the value can_join."
+    refused = await guest.call("POST", f"/join/{q(closed_room)}", {})
+    assert (refused.status, refused.body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+    assert await membership(client, closed_room, guest.user_id) is None
+    assert await membership(client, open_room, guest.user_id) == "join"

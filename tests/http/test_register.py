@@ -121,10 +121,44 @@ async def test_omitted_username_gets_a_generated_valid_user_id(client: Client) -
     assert server == SERVER_NAME and localpart.isalnum() and localpart.islower()
 
 
-async def test_guest_registration_is_forbidden(client: Client) -> None:
-    reply = await client.call("POST", "/register", {}, query={"kind": "guest"})
-    assert reply.status == 403
-    assert reply.body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
+async def test_guest_registration_gives_a_restricted_guest_account(client: Client) -> None:
+    reply = await client.call(
+        "POST",
+        "/register",
+        {"username": "ignored", "initial_device_display_name": "Guest phone"},
+        query={"kind": "guest"},
+    )
+    assert reply.status == 200, reply.body
+    token = reply.body["access_token"]
+    assert reply.body["user_id"].endswith(f":{SERVER_NAME}")
+    assert not reply.body["user_id"].startswith("@ignored:")
+    me = await client.call("GET", "/account/whoami", token=token)
+    assert me.body["is_guest"] is True
+    assert (await client.call("GET", "/sync", token=token)).status == 200
+    user_id = reply.body["user_id"]
+    name = await client.call(
+        "PUT", f"/profile/{user_id}/displayname", {"displayname": "Visitor"}, token=token
+    )
+    assert name.status == 200, name.body
+    # C-S "Guest Access": everything outside the allowed endpoints is forbidden.
+    for method, path, body in (
+        ("POST", "/createRoom", {}),
+        ("PUT", f"/profile/{user_id}/avatar_url", {"avatar_url": "mxc://x/y"}),
+        ("GET", "/pushrules/", None),
+        ("PUT", f"/user/{user_id}/account_data/org.example", {}),
+    ):
+        denied = await client.call(method, path, body, token=token)
+        assert (denied.status, denied.body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN"), path
+
+
+async def test_guest_registration_is_forbidden_when_registration_is_closed(
+    tmp_path: Path, migrated_db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    async with running_server(
+        tmp_path, migrated_db_dsn, pool, registration={"enabled": False}
+    ) as closed:
+        reply = await closed.call("POST", "/register", {}, query={"kind": "guest"})
+        assert (reply.status, reply.body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
 
 
 async def test_unknown_kind_is_an_invalid_parameter(client: Client) -> None:

@@ -37,6 +37,7 @@ from typing import Final, overload
 
 from aiohttp import web
 
+from homeserver.http.client.guest_access import check_guest_allowed
 from homeserver.services.auth import Authenticator, Requester, extract_access_token
 from homeserver.services.ratelimit import RateLimiter
 
@@ -98,6 +99,8 @@ class ClientAuth:
             @functools.wraps(inner)
             async def wrapper(request: web.Request) -> web.StreamResponse:
                 requester = await self.requester(request)
+                if requester.is_guest:
+                    check_guest_allowed(request)  # C-S "Guest Access"
                 if ratelimit:
                     self.ratelimit_user(requester)
                 return await inner(request, requester)

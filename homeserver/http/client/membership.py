@@ -41,6 +41,7 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, membership: Membersh
             target,
             reason=optional_str(body, "reason"),
             via=request.query.getall("via", []) + request.query.getall("server_name", []),
+            guest=requester.is_guest,
         )
         return json_response({"room_id": room_id})
 

@@ -4,7 +4,8 @@
 Open registration (`registration.enabled`) uses User-Interactive Authentication with the single
 flow `m.login.dummy`. Username checks (`M_INVALID_USERNAME`, `M_USER_IN_USE`) come before the
 UIA exchange, as the spec requires; `M_USER_IN_USE` can still come after it when someone else
-took the name meanwhile. Guest accounts are not offered (`M_GUEST_ACCESS_FORBIDDEN`).
+took the name meanwhile. `kind=guest` (C-S "Guest Access") creates a guest account with a
+generated user ID and logs it in, without UIA; it is offered when registration is enabled.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def add_routes(
     async def register(request: web.Request) -> web.Response:
         auth.ratelimit_ip(request)
         kind = request.query.get("kind", "user")
-        if kind == "guest":
-            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not enabled")
-        if kind != "user":
+        if kind not in ("user", "guest"):
             raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
         if not registration_enabled:
+            if kind == "guest":
+                raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not enabled")
             raise registration_disabled()
         body = await read_json_object(request)
+        if kind == "guest":
+            return await register_guest(body)
         username = optional_str(body, "username")
         password = optional_str(body, "password")
         device_id = optional_str(body, "device_id")
@@ -76,6 +79,20 @@ def add_routes(
         response: dict[str, Any] = {"user_id": user_id, "home_server": accounts.server_name}
         if session is not None:
             response.update(session.to_json())
+        return json_response(response)
+
+    async def register_guest(body: dict[str, Any]) -> web.Response:
+        """registration.yaml: for guests the server ignores every parameter except
+        `initial_device_display_name`."""
+        display_name = optional_str(body, "initial_device_display_name")
+        if display_name is not None:
+            check_display_name(display_name)
+        user_id, session = await accounts.register(
+            None, None, device_display_name=display_name, guest=True
+        )
+        assert session is not None
+        response: dict[str, Any] = {"user_id": user_id, "home_server": accounts.server_name}
+        response.update(session.to_json())
         return json_response(response)
 
     async def available(request: web.Request) -> web.Response:
