@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from federation.ids import is_valid_user_id, server_name_of
@@ -283,6 +283,18 @@ class E2eKeysService:
                         f"{key.algorithm}:{key.key_id}": key.key
                     }
         return claimed
+
+    # --- device deletion ---------------------------------------------------------------------
+
+    async def on_devices_deleted(self, user_id: str, device_ids: Sequence[str]) -> None:
+        """AccountService's hook after devices are deleted (logout, DELETE /devices, password
+        change, deactivation): their keys and to-device inbox go, and each deletion is a device
+        list change (C-S "Tracking the device list for a user"; S2S "Device Management":
+        `m.device_list_update` with `deleted: true`)."""
+        await self._store.delete_device_keys(user_id, device_ids)
+        await self._store.delete_to_device_inbox(user_id, device_ids)
+        for device_id in device_ids:
+            await self._device_lists.mark_changed(user_id, device_id, deleted=True)
 
     # --- GET /keys/changes and /sync ---------------------------------------------------------
 

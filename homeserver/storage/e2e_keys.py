@@ -301,6 +301,14 @@ class E2eKeysStore:
                 rows,
             )
 
+    async def delete_to_device_inbox(self, user_id: str, device_ids: Collection[str]) -> None:
+        """Drop the undelivered messages of deleted devices."""
+        await self._pool.execute(
+            "DELETE FROM device_inbox WHERE user_id = $1 AND device_id = ANY($2::text[])",
+            user_id,
+            list(device_ids),
+        )
+
     async def seen_transaction(self, user_id: str, device_key: str, kind: str, txn_id: str) -> bool:
         found = await self._pool.fetchval(
             "SELECT 1 FROM client_transactions"

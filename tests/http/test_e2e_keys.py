@@ -150,3 +150,43 @@ async def test_cross_signing_upload_needs_uia_only_to_replace_keys(
     query = await bob.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
     assert query.body["master_keys"][alice.user_id]["keys"] == {"ed25519:M2": "M2"}
     assert alice.user_id not in query.body["user_signing_keys"]
+
+
+async def test_deleted_device_loses_its_keys_and_is_a_device_list_change(
+    client: Client, pair: tuple[DeviceUser, DeviceUser]
+) -> None:
+    alice, bob = pair
+    room_id = await alice.create_room(preset="public_chat")
+    assert (await bob.join(room_id)).status == 200
+    login = await client.login("bob", device_id="LAPTOP")
+    assert login.status == 200, login.body
+    laptop = DeviceUser(client, bob.user_id, login.body["access_token"], "LAPTOP")
+    keys = {"signed_curve25519:AAAA": signed_key("otk")}
+    fallback = {"signed_curve25519:FB": signed_key("fb")}
+    reply = await upload(
+        laptop, device_keys=device_keys(laptop), one_time_keys=keys, fallback_keys=fallback
+    )
+    assert reply.status == 200, reply.body
+    inbox = {"messages": {bob.user_id: {"LAPTOP": {"n": 1}}}}
+    assert (await alice.call("PUT", "/sendToDevice/m.test/t1", inbox)).status == 200
+    token = (await sync(alice))["next_batch"]
+
+    challenge = await bob.call("DELETE", "/devices/LAPTOP")
+    assert challenge.status == 401 and "session" in challenge.body
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": bob.user_id},
+        "password": PASSWORD,
+        "session": challenge.body["session"],
+    }
+    deleted = await bob.call("DELETE", "/devices/LAPTOP", {"auth": auth})
+    assert deleted.status == 200, deleted.body
+
+    query = await alice.call("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
+    assert query.status == 200 and "LAPTOP" not in query.body["device_keys"].get(bob.user_id, {})
+    body = await sync(alice, since=token)
+    assert bob.user_id in body["device_lists"]["changed"]
+    pool = client.deps.pool
+    for table in ("device_keys", "one_time_keys", "fallback_keys", "device_inbox"):
+        left = await pool.fetchval(f"SELECT count(*) FROM {table} WHERE device_id = 'LAPTOP'")
+        assert left == 0, table
