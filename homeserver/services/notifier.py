@@ -80,6 +80,15 @@ class Notifier:
             return True
         return any(self._room_positions.get(r, 0) > from_position for r in room_ids)
 
+    def rooms_announced_after(
+        self, room_ids: Collection[str], from_position: int
+    ) -> list[str] | None:
+        """The rooms of `room_ids` with an announcement after `from_position`: a superset of
+        those with new events. None when `from_position` predates this process (unknown)."""
+        if from_position < self._start_position:
+            return None
+        return [r for r in room_ids if self._room_positions.get(r, 0) > from_position]
+
     async def wait_for_events(
         self, user_id: str, room_ids: Collection[str], from_position: int, timeout_ms: int
     ) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -29,12 +30,15 @@ from homeserver.services.typing import TypingService
 from homeserver.storage.events import EventsStore
 from homeserver.storage.push_data import PushDataStore
 from homeserver.storage.rooms import Membership, RoomsStore
-from homeserver.storage.sync_data import GLOBAL, SyncDataStore
+from homeserver.storage.sync_data import GLOBAL, AccountDataRow, SyncDataStore
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_TIMEOUT_MS: Final = 5 * 60_000
 # To-device messages in one response; the rest come with the next /sync.
 TO_DEVICE_LIMIT: Final = 100
+# Rooms of one response built at the same time (each takes a pooled connection per query).
+ROOM_CONCURRENCY: Final = 8
+_ACKNOWLEDGED_DEVICES: Final = 100_000
 
 
 def _now_ms() -> int:
@@ -80,13 +84,19 @@ class SyncService:
         self._account_data = account_data
         self._push = push
         self._clock = clock
+        # (user_id, device_id) → to-device position up to which messages are deleted.
+        self._to_device_acknowledged: OrderedDict[tuple[str, str], int] = OrderedDict()
         # Device lists and key counts; set by homeserver/app.py once E2EE is wired.
         self.e2ee: E2eeSyncSection | None = None
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         current = self._streams.current_token()
         since = request.since.capped(current) if request.since is not None else None
-        response, empty = await self._build(request, since, current)
+        memberships = await self._rooms.get_local_memberships(request.user_id)
+        # The events position the memberships were read at (or later): a membership change
+        # after it is announced to the user (Notifier), and only then are they read again.
+        read_at = current.events
+        response, empty = await self._build(request, since, current, memberships)
         # full_state: "the timeout parameter will be ignored and the query will return
         # immediately".
         if since is None or request.full_state or not empty:
@@ -98,77 +108,30 @@ class SyncService:
             remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
             if remaining_ms <= 0:
                 break
-            rooms = [m.room_id for m in await self._rooms.get_local_memberships(request.user_id)]
+            rooms = [m.room_id for m in memberships]
             after = await self._streams.wait(request.user_id, rooms, current, remaining_ms)
             if not after.is_after(current):
                 break
+            if self._streams.events.has_new_events(request.user_id, (), read_at):
+                memberships = await self._rooms.get_local_memberships(request.user_id)
+                read_at = after.events
             current = after
-            response, empty = await self._build(request, since, current)
+            response, empty = await self._build(request, since, current, memberships)
         return response
 
     async def _build(
-        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        now: SyncToken,
+        all_memberships: Sequence[Membership],
     ) -> tuple[dict[str, Any], bool]:
-        user_id, room_filter = request.user_id, request.sync_filter.room
-        memberships = [
-            m
-            for m in await self._rooms.get_local_memberships(user_id)
-            if room_allowed(room_filter, m.room_id) and m.stream_ordering <= now.events
-        ]
-        sections: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
-        joined = [m for m in memberships if m.membership == "join"]
-        ephemeral = await self._ephemeral(request, [m.room_id for m in joined], since, now)
-        account_rows = await self._account_data.changes(
-            user_id, since.account_data if since else 0, now.account_data, initial=since is None
-        )
-        room_account_data: dict[str, list[dict[str, Any]]] = {}
-        global_account_data = []
-        for row in account_rows:
-            event = {"type": row.type, "content": row.content}
-            if row.room_id == GLOBAL:
-                if event_matches(request.sync_filter.account_data, event):
-                    global_account_data.append(event)
-            elif event_matches(room_filter.account_data, event, room_id=row.room_id):
-                room_account_data.setdefault(row.room_id, []).append(event)
-        with_events = await self._events.get_room_ids_with_events_between(
-            [m.room_id for m in joined], since.events if since else 0, now.events
-        )
-        for m in joined:
-            changed = since is None or request.full_state or m.stream_ordering > since.events
-            if not (
-                changed
-                or m.room_id in with_events
-                or m.room_id in ephemeral
-                or m.room_id in room_account_data
-            ):
-                continue
-            sections["join"][m.room_id] = await self._joined_room(
-                request,
-                m,
-                since,
-                now,
-                ephemeral.get(m.room_id, []),
-                room_account_data.get(m.room_id, []),
-            )
-        await self._add_unread_counts(user_id, sections["join"])
-        for m in memberships:
-            if m.membership == "join" or (since is not None and m.stream_ordering <= since.events):
-                continue
-            if m.membership in ("invite", "knock"):
-                key = "invite_state" if m.membership == "invite" else "knock_state"
-                member_event = await self._membership_event(m)
-                if member_event is not None:
-                    events = await self._builder.stripped_room_state(member_event)
-                    sections[m.membership][m.room_id] = {key: {"events": events}}
-            elif since is not None or room_filter.include_leave:
-                sections["leave"][m.room_id] = await self._left_room(
-                    request, m, since, room_account_data.get(m.room_id, [])
-                )
-        to_device, to_device_at = await self._to_device(request, since, now)
-        e2ee = (
-            await self.e2ee.section(user_id, request.device_id, since, now)
-            if self.e2ee is not None
-            else empty_section()
+        """The response up to `now`, and whether it has nothing new. Its independent parts
+        (rooms, to-device, end-to-end encryption) are read at the same time."""
+        (sections, global_account_data), (to_device, to_device_at), e2ee = await _concurrently(
+            self._rooms_sections(request, since, now, all_memberships),
+            self._to_device(request, since, now),
+            self._e2ee(request, since, now),
         )
         response = {
             "next_batch": str(replace(now, to_device=to_device_at)),
@@ -185,6 +148,110 @@ class SyncService:
             or has_device_list_changes(e2ee)
         )
         return response, empty
+
+    async def _e2ee(
+        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
+    ) -> dict[str, Any]:
+        if self.e2ee is None:
+            return empty_section()
+        return await self.e2ee.section(request.user_id, request.device_id, since, now)
+
+    async def _rooms_sections(
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        now: SyncToken,
+        all_memberships: Sequence[Membership],
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """`rooms` (join, invite, leave, knock) and the global account data."""
+        user_id, room_filter = request.user_id, request.sync_filter.room
+        memberships = [
+            m
+            for m in all_memberships
+            if room_allowed(room_filter, m.room_id) and m.stream_ordering <= now.events
+        ]
+        sections: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        joined = [m for m in memberships if m.membership == "join"]
+        ephemeral, account_rows, with_events = await _concurrently(
+            self._ephemeral(request, [m.room_id for m in joined], since, now),
+            self._account_data_changes(user_id, since, now),
+            self._rooms_with_events(joined, since, now),
+        )
+        room_account_data: dict[str, list[dict[str, Any]]] = {}
+        global_account_data = []
+        for row in account_rows:
+            event = {"type": row.type, "content": row.content}
+            if row.room_id == GLOBAL:
+                if event_matches(request.sync_filter.account_data, event):
+                    global_account_data.append(event)
+            elif event_matches(room_filter.account_data, event, room_id=row.room_id):
+                room_account_data.setdefault(row.room_id, []).append(event)
+        included = [
+            m
+            for m in joined
+            if since is None
+            or request.full_state
+            or m.stream_ordering > since.events
+            or m.room_id in with_events
+            or m.room_id in ephemeral
+            or m.room_id in room_account_data
+        ]
+        bodies = await _gather_limited(
+            [
+                self._joined_room(
+                    request,
+                    m,
+                    since,
+                    now,
+                    ephemeral.get(m.room_id, []),
+                    room_account_data.get(m.room_id, []),
+                )
+                for m in included
+            ]
+        )
+        for m, body in zip(included, bodies, strict=True):
+            sections["join"][m.room_id] = body
+        await self._add_unread_counts(user_id, sections["join"])
+        for m in memberships:
+            if m.membership == "join" or (since is not None and m.stream_ordering <= since.events):
+                continue
+            if m.membership in ("invite", "knock"):
+                key = "invite_state" if m.membership == "invite" else "knock_state"
+                member_event = await self._membership_event(m)
+                if member_event is not None:
+                    events = await self._builder.stripped_room_state(member_event)
+                    sections[m.membership][m.room_id] = {key: {"events": events}}
+            elif since is not None or room_filter.include_leave:
+                sections["leave"][m.room_id] = await self._left_room(
+                    request, m, since, room_account_data.get(m.room_id, [])
+                )
+        return sections, global_account_data
+
+    async def _account_data_changes(
+        self, user_id: str, since: SyncToken | None, now: SyncToken
+    ) -> list[AccountDataRow]:
+        if since is not None and since.account_data >= now.account_data:
+            return []  # nothing can be new
+        return await self._account_data.changes(
+            user_id, since.account_data if since else 0, now.account_data, initial=since is None
+        )
+
+    async def _rooms_with_events(
+        self, joined: Sequence[Membership], since: SyncToken | None, now: SyncToken
+    ) -> Collection[str]:
+        """The joined rooms with client-visible events in `(since, now]`. Only rooms the
+        notifier announced after `since` can have any, so usually no query is needed."""
+        if since is not None and since.events >= now.events:
+            return ()
+        room_ids: Sequence[str] = [m.room_id for m in joined]
+        if since is not None:
+            announced = self._streams.events.rooms_announced_after(room_ids, since.events)
+            room_ids = room_ids if announced is None else announced
+        if not room_ids:
+            return ()
+        return await self._events.get_room_ids_with_events_between(
+            room_ids, since.events if since else 0, now.events
+        )
 
     async def _joined_room(
         self,
@@ -277,8 +344,13 @@ class SyncService:
             room_ids, since.typing if since else 0, now.typing
         ):
             result.setdefault(room_id, []).append(self._typing.typing_event(room_id))
-        receipts = await self._receipts.receipt_events(
-            request.user_id, room_ids, since.receipts if since else 0, now.receipts
+        receipts_since = since.receipts if since else 0
+        receipts = (
+            await self._receipts.receipt_events(
+                request.user_id, room_ids, receipts_since, now.receipts
+            )
+            if receipts_since < now.receipts  # else the range is empty
+            else {}
         )
         for room_id, event in receipts.items():
             result.setdefault(room_id, []).append(event)
@@ -312,10 +384,14 @@ class SyncService:
         messages) answers at once."""
         if request.device_id is None:
             return [], now.to_device
-        if since is not None and since.to_device > 0:
+        device = (request.user_id, request.device_id)
+        if since is not None and since.to_device > self._to_device_acknowledged.get(device, 0):
             await self._store.delete_to_device_messages(
                 request.user_id, request.device_id, since.to_device
             )
+            self._acknowledge_to_device(device, since.to_device)
+        if since is not None and since.to_device >= now.to_device:
+            return [], now.to_device  # all up to `now` was delivered before and is deleted
         rows = await self._store.get_to_device_messages(
             request.user_id, request.device_id, now.to_device, TO_DEVICE_LIMIT + 1
         )
@@ -323,3 +399,39 @@ class SyncService:
             rows = rows[:TO_DEVICE_LIMIT]
             return [message for _, message in rows], rows[-1][0]
         return [message for _, message in rows], now.to_device
+
+    def _acknowledge_to_device(self, device: tuple[str, str], position: int) -> None:
+        """Remember that messages up to `position` are deleted (no repeated DELETE)."""
+        self._to_device_acknowledged[device] = position
+        self._to_device_acknowledged.move_to_end(device)
+        while len(self._to_device_acknowledged) > _ACKNOWLEDGED_DEVICES:
+            self._to_device_acknowledged.popitem(last=False)
+
+
+async def _concurrently(*awaitables: Awaitable[Any]) -> list[Any]:
+    """Await independent parts at once; if one fails, the others are cancelled (not left
+    running) and its exception propagates unchanged."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _gather_limited(
+    coroutines: Sequence[Coroutine[Any, Any, dict[str, Any]]], limit: int = ROOM_CONCURRENCY
+) -> list[dict[str, Any]]:
+    """Run the per-room work of one response concurrently (their queries overlap instead of
+    queueing one after another), at most `limit` at a time; results in the given order."""
+    if len(coroutines) <= 1:
+        return [await c for c in coroutines]
+    semaphore = asyncio.Semaphore(limit)
+
+    async def bounded(c: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        async with semaphore:
+            return await c
+
+    return list(await asyncio.gather(*(bounded(c) for c in coroutines)))

@@ -32,7 +32,10 @@ class E2eeSyncSection:
         left: set[str] = set()
         # Device lists are deltas: an initial sync has none (the client queries every
         # member's keys instead).
-        if since is not None:
+        # Neither device lists nor memberships moved: the delta is empty, no need to read it.
+        if since is not None and (
+            since.device_lists < now.device_lists or since.events < now.events
+        ):
             changed, left = await self._keys.device_list_delta(user_id, since, now)
         section: dict[str, Any] = {
             "device_lists": {"changed": sorted(changed), "left": sorted(left)},

@@ -289,3 +289,48 @@ async def test_heroes_only_for_rooms_without_a_name(users: list[User]) -> None:
         e["state_key"] for e in rooms[unnamed]["state"]["events"] if e["type"] == "m.room.member"
     ]
     assert bob.user_id in unnamed_members
+
+
+async def test_long_poll_sees_an_invite_that_arrives_while_it_waits(users: list[User]) -> None:
+    """The memberships read before waiting are read again when the user's own membership
+    changes during the wait (a new room comes into view)."""
+    alice, bob = users
+    shared = await alice.create_room(preset="public_chat")
+    assert (await bob.join(shared)).status == 200
+    secret = await alice.create_room(name="Later")
+    token = (await sync(bob))["next_batch"]
+
+    async def invite_later() -> None:
+        await asyncio.sleep(0.3)
+        assert (await alice.invite(secret, bob.user_id)).status == 200
+
+    inviter = asyncio.create_task(invite_later())
+    body = await sync(bob, since=token, timeout=10_000)
+    await inviter
+    assert secret in body["rooms"]["invite"]
+    assert shared not in body["rooms"]["join"]  # nothing new there
+
+
+async def test_long_poll_covers_many_rooms_and_only_the_room_with_news(users: list[User]) -> None:
+    alice, bob = users
+    rooms = [await alice.create_room(preset="public_chat") for _ in range(4)]
+    for room_id in rooms:
+        assert (await bob.join(room_id)).status == 200
+    for room_id in rooms:
+        await send_text(alice, room_id, f"hello {room_id}")
+    first = await sync(bob)
+    assert [bodies(timeline(first, r))[-1] for r in rooms] == [f"hello {r}" for r in rooms]
+    assert set(first["rooms"]["join"]) == set(rooms)
+
+    async def send_later() -> None:
+        await asyncio.sleep(0.3)
+        await send_text(alice, rooms[2], "news")
+
+    sender = asyncio.create_task(send_later())
+    body = await sync(bob, since=first["next_batch"], timeout=10_000)
+    await sender
+    assert list(body["rooms"]["join"]) == [rooms[2]]
+    assert bodies(timeline(body, rooms[2])) == ["news"]
+    # Counts are read after push evaluation of "news": the greeting and the news.
+    counts = body["rooms"]["join"][rooms[2]]["unread_notifications"]
+    assert counts == {"notification_count": 2, "highlight_count": 0}

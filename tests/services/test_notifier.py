@@ -181,3 +181,19 @@ async def test_token_older_than_the_process_returns_at_once() -> None:
     result = await asyncio.wait_for(notifier.wait_for_events(ALICE, ["!a:x"], 400, 10_000), 0.1)
     assert result == 500
     assert notifier.waiter_count("!a:x") == 0
+
+
+async def test_rooms_announced_after_names_only_rooms_with_later_announcements() -> None:
+    tracker = StreamTracker("events", 10)
+    notifier = Notifier(tracker)
+    sequence = FakeSequence(10)
+    for room_id in ("!a:hs", "!b:hs"):
+        async with tracker.allocate(sequence, 1) as [position]:
+            notifier.notify_new_event(room_id, position)
+    # !a at 11, !b at 12; !c never.
+    rooms = ["!a:hs", "!b:hs", "!c:hs"]
+    assert notifier.rooms_announced_after(rooms, 10) == ["!a:hs", "!b:hs"]
+    assert notifier.rooms_announced_after(rooms, 11) == ["!b:hs"]
+    assert notifier.rooms_announced_after(rooms, 12) == []
+    # Before the process started nothing is known: the caller must look in storage.
+    assert notifier.rooms_announced_after(rooms, 9) is None
