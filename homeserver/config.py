@@ -163,6 +163,10 @@ class FederationConfig(_Section):
     trusted_key_servers: tuple[TrustedKeyServer, ...] = ()  # none: contact no third party
     allowed_servers: tuple[ServerName, ...] | None = None  # None: every server may federate
     denied_servers: tuple[ServerName, ...] = ()
+    # Outbound transactions to a server that fails are retried after retry_initial seconds,
+    # doubling each time up to retry_max (GUIDE.md "Outbound federation").
+    retry_initial: PositiveFloat = 5.0
+    retry_max: PositiveFloat = 3600.0
 
 
 class RateLimitsConfig(_Section):
