@@ -64,12 +64,13 @@ from homeserver.http.middleware import (
     cors_middleware,
 )
 from homeserver.remote.factory import RemoteServices, create_remote_services
-from homeserver.services.accounts import AccountService
+from homeserver.services.accounts import AccountService, DevicesDeletedHook
 from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.e2e_setup import E2eeServices
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.federation_backfill import RemoteBackfiller
 from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
@@ -120,14 +121,18 @@ class AccountServices:
     accounts: AccountService
 
     @classmethod
-    def build(cls, config: Config, pool: asyncpg.Pool) -> AccountServices:
+    def build(
+        cls, config: Config, pool: asyncpg.Pool, on_devices_deleted: DevicesDeletedHook | None
+    ) -> AccountServices:
         authenticator = Authenticator(pool)
         passwords = PasswordChecker(pool, config.server_name)
         return cls(
             auth=ClientAuth(authenticator, RateLimiter(config.rate_limits)),
             passwords=passwords,
             uia=UserInteractiveAuth(pool, passwords),
-            accounts=AccountService(pool, config.server_name, authenticator),
+            accounts=AccountService(
+                pool, config.server_name, authenticator, on_devices_deleted=on_devices_deleted
+            ),
         )
 
 
@@ -284,7 +289,10 @@ class Dependencies:
     e2ee: E2eeServices | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "account_services", AccountServices.build(self.config, self.pool))
+        # A deleted device's keys and inbox go, and it is a device list change.
+        on_devices_deleted = self.e2ee.keys.on_devices_deleted if self.e2ee else None
+        accounts = AccountServices.build(self.config, self.pool, on_devices_deleted)
+        object.__setattr__(self, "account_services", accounts)
         federation = None
         if self.remote is not None and self.federation_inbound is not None:
             federation = (self.remote, self.federation_inbound, self.signing_key)
@@ -296,6 +304,18 @@ class Dependencies:
         object.__setattr__(
             self, "room_reads", RoomReadServices.build(self.pool, self.engine.state)
         )
+        if self.remote is not None and self.federation_inbound is not None:
+            # /messages fetches older history from the servers in the room (issue 5).
+            backfiller = RemoteBackfiller(
+                requester=self.remote.client,
+                receiver=self.federation_inbound.receiver,
+                keyring=self.remote.keyring,
+                cache=self.engine.state,
+                events=self.engine.events,
+                pipeline=self.engine.pipeline,
+                server_name=self.config.server_name,
+            )
+            self.room_reads.paginator.set_backfill(backfiller)
 
     async def close(self) -> None:
         self.sync.close()
