@@ -1,4 +1,5 @@
 """Fixtures shared by the multi-server integration tests."""
 
-# Two running Veche servers federating over TLS on loopback (defined with its helpers there).
+# Running Veche servers federating over TLS on loopback (defined with their helpers there).
+from tests.integration.cluster import three_servers  # noqa: F401
 from tests.integration.test_two_servers import servers  # noqa: F401
