@@ -10,7 +10,8 @@ The `RemoteMembership` seam of homeserver/services/membership.py:
   invitee's server, check its co-signature, and persist the co-signed event.
 - `leave`: S2S "Leaving Rooms (Rejecting Invites)" — `make_leave`/`send_leave` through the
   server that invited us, for rooms where we hold only an invite.
-Knocking through another server is not implemented yet.
+- `knock`: S2S "Knocking upon a room" — `make_knock`/`send_knock`; the knock is kept like an
+  invite of a room we are not in, with the room's stripped state for /sync.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from federation.wire import (
     build_invite_v2_request,
     parse_invite_response,
     parse_make_join_response,
+    parse_make_knock_response,
     parse_make_leave_response,
     parse_send_join_response,
+    parse_send_knock_response,
 )
 from homeserver.errors import MatrixError
 from homeserver.remote.client import FederationClient, format_path
@@ -355,6 +358,49 @@ class RemoteMembershipClient:
     async def knock(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> str:
-        raise MatrixError(
-            403, "M_FORBIDDEN", "Knocking on rooms of other servers is not supported yet"
+        """S2S "Knocking upon a room" through the first of `servers` that accepts the knock."""
+        candidates = [s for s in dict.fromkeys(servers) if s != self._server_name]
+        if not candidates:
+            raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
+        last: MatrixError | None = None
+        for server in candidates:
+            try:
+                return await self._knock_via(server, user_id, room_id, content)
+            except (RemoteError, RemoteUnreachable) as exc:
+                last = _relay(exc)
+            except (HandshakeFailed, WireFormatError, InvalidPdu) as exc:
+                last = MatrixError(502, "M_UNKNOWN", f"Knocking via {server} failed: {exc}")
+        assert last is not None
+        raise last
+
+    async def _knock_via(
+        self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]
+    ) -> str:
+        made = await self._client.get_json(
+            server,
+            format_path("/_matrix/federation/v1/make_knock/{}/{}", room_id, user_id),
+            {"ver": [v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule]},
         )
+        version_id, template = parse_make_knock_response(made, room_id=room_id, user_id=user_id)
+        room_version = KNOWN_ROOM_VERSIONS.get(version_id)
+        if room_version is None or not room_version.knock_join_rule:
+            raise HandshakeFailed(f"room version {version_id} does not support knocking")
+        pdu = self._fill_template(template, room_version, content)
+        event = Event.from_pdu(pdu, room_version)
+        sent = await self._client.put_json(
+            server,
+            format_path("/_matrix/federation/v1/send_knock/{}/{}", room_id, event.event_id),
+            pdu,
+        )
+        # Like an invite of a room we are not in: an outlier setting the knocker's membership,
+        # with the stripped state /sync shows under rooms.knock (knock_state).
+        knock_state = [
+            {k: entry[k] for k in ("type", "state_key", "sender", "content") if k in entry}
+            for entry in parse_send_knock_response(sent)
+        ]
+        unsigned = {**dict(pdu.get("unsigned") or {}), "knock_room_state": knock_state}
+        stored = Event.from_pdu({**pdu, "unsigned": unsigned}, room_version)
+        await self._pipeline.persist_remote_event(
+            stored, None, outlier=True, out_of_band_membership=True
+        )
+        return event.event_id
