@@ -13,7 +13,6 @@ from tests.interop.support import (
     Veche,
     create_room,
     eventually,
-    membership_of,
     q,
     send_text,
     wait_membership,
@@ -100,19 +99,26 @@ async def test_a_synapse_user_knocks_on_a_veche_room_and_is_let_in(
 
 
 
-async def test_knocking_on_a_synapse_room_is_refused_cleanly(
+async def test_a_veche_user_knocks_on_a_synapse_room_and_is_let_in(
     synapse: Synapse, veche: Veche
 ) -> None:
-    """Knocking through another server (make_knock/send_knock as the knocking side) is not
-    implemented yet: a clear 403, no half-made membership."""
     s_alice, v_bob = await synapse.user("alice25"), await veche.user("bob25")
     s_room = await create_room(s_alice, preset="private_chat", initial_state=[KNOCK_RULES])
-    status, reply = await v_bob.call(
+    await v_bob.ok(
         "POST", f"/_matrix/client/v3/knock/{q(s_room)}?server_name={q(synapse.name)}", {}
     )
-    assert (status, reply.get("errcode")) == (403, "M_FORBIDDEN"), reply
-    await send_text(s_alice, s_room, "still fine")
-    assert await membership_of(s_alice, s_room, v_bob.user_id) is None
+    await wait_membership(s_alice, s_room, v_bob.user_id, "knock", synapse.peer)
+    sync = await v_bob.ok("GET", "/_matrix/client/v3/sync?timeout=0")
+    knock_state = sync["rooms"]["knock"][s_room]["knock_state"]["events"]
+    assert ("m.room.join_rules", "") in [(e["type"], e["state_key"]) for e in knock_state]
+
+    await s_alice.ok(
+        "POST", f"/_matrix/client/v3/rooms/{q(s_room)}/invite", {"user_id": v_bob.user_id}
+    )
+    await wait_membership(s_alice, s_room, v_bob.user_id, "invite", synapse.peer)
+    await join_remote(v_bob, s_room, synapse.name)
+    await wait_membership(s_alice, s_room, v_bob.user_id, "join", synapse.peer)
+    await wait_same_state(s_alice, v_bob, s_room, synapse.peer)
 
 
 async def test_synapse_catches_up_after_being_down(synapse: Synapse, veche: Veche) -> None:
