@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from federation.signing import generate_signing_key
 from homeserver.app import build_dependencies, build_listener_apps
@@ -117,6 +118,34 @@ async def veche(
             assert session is not None
             return user_id, session.access_token
 
-        yield Veche(name, f"http://127.0.0.1:{client_port}", http, register_user)
+        federation_index = next(
+            i for i, (spec, _) in enumerate(apps) if "federation" in spec.types
+        )
+        federation_runner, federation_spec = runners[federation_index], apps[federation_index][0]
+
+        async def set_federation_reachable(reachable: bool) -> None:
+            if not reachable:
+                for site in list(federation_runner.sites):
+                    await site.stop()
+                # Kept-alive connections too, or Synapse would go on using them.
+                if federation_runner.server is not None:
+                    await federation_runner.server.shutdown(0.5)
+                return
+            site = web.TCPSite(
+                federation_runner,
+                "127.0.0.1",
+                port,
+                ssl_context=federation_spec.ssl_context(),
+                reuse_address=True,
+            )
+            await site.start()
+
+        yield Veche(
+            name,
+            f"http://127.0.0.1:{client_port}",
+            http,
+            register_user,
+            set_federation_reachable,
+        )
 
 

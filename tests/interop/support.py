@@ -49,6 +49,8 @@ class Veche:
     client_url: str
     http: aiohttp.ClientSession
     register_user: Callable[[str], Awaitable[tuple[str, str]]]
+    # Closes the federation listener (other servers cannot reach us) / opens it again.
+    set_federation_reachable: Callable[[bool], Awaitable[None]]
 
     async def user(self, localpart: str) -> Client:
         user_id, token = await self.register_user(localpart)

@@ -11,6 +11,7 @@ from tests.interop.support import (
     Client,
     Synapse,
     Veche,
+    bodies_seen,
     create_room,
     eventually,
     q,
@@ -135,3 +136,26 @@ async def test_synapse_catches_up_after_being_down(synapse: Synapse, veche: Vech
         await asyncio.to_thread(synapse.peer.start)
     for i in range(3):
         await wait_message(s_bob, room_id, f"while down {i}", synapse.peer)
+
+
+async def test_veche_catches_up_after_being_unreachable(synapse: Synapse, veche: Veche) -> None:
+    """Synapse cannot deliver while Veche's federation listener is closed; once Veche talks to
+    it again, Synapse sends what is new and Veche fetches the gap (get_missing_events)."""
+    s_alice, v_bob = await synapse.user("alice26"), await veche.user("bob26")
+    room_id = await create_room(s_alice, preset="public_chat")
+    await join_remote(v_bob, room_id, synapse.name)
+    await wait_membership(s_alice, room_id, v_bob.user_id, "join", synapse.peer)
+
+    await veche.set_federation_reachable(False)
+    try:
+        for i in range(3):
+            await send_text(s_alice, room_id, f"while unreachable {i}")
+        await asyncio.sleep(2)  # Synapse tries, fails and backs off
+        assert "while unreachable 0" not in await bodies_seen(v_bob, room_id)
+    finally:
+        await veche.set_federation_reachable(True)
+    await send_text(v_bob, room_id, "back again")
+    await wait_message(s_alice, room_id, "back again", synapse.peer)
+    for i in range(3):
+        await wait_message(v_bob, room_id, f"while unreachable {i}", synapse.peer)
+    await wait_same_state(s_alice, v_bob, room_id, synapse.peer)
