@@ -159,3 +159,20 @@ async def test_veche_catches_up_after_being_unreachable(synapse: Synapse, veche:
     for i in range(3):
         await wait_message(v_bob, room_id, f"while unreachable {i}", synapse.peer)
     await wait_same_state(s_alice, v_bob, room_id, synapse.peer)
+
+
+async def test_a_synapse_user_joins_a_veche_room_with_many_members(
+    synapse: Synapse, veche: Veche
+) -> None:
+    """Synapse joins with omit_members (a partial-state join) and then fetches the member
+    events it skipped from Veche: both end with every member."""
+    v_alice = await veche.user("alice27")
+    room_id = await create_room(v_alice, preset="public_chat")
+    for i in range(6):
+        member = await veche.user(f"member27x{i}")
+        await member.ok("POST", f"/_matrix/client/v3/join/{q(room_id)}", {})
+    s_bob = await synapse.user("bob27")
+    await join_remote(s_bob, room_id, veche.name)
+    members = await s_bob.ok("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")
+    assert len(members["joined"]) == 8
+    await wait_same_state(v_alice, s_bob, room_id, synapse.peer)
