@@ -54,7 +54,8 @@ class ReceiptEdu:
 class PresenceUpdate:
     user_id: str
     presence: str
-    last_active_ago: int
+    # Required by the spec's schema, but Synapse omits it for users never active: tolerate.
+    last_active_ago: int | None
     status_msg: str | None
     currently_active: bool
 
@@ -199,7 +200,7 @@ def _parse_presence(content: Mapping[str, Any]) -> PresenceEdu:
             PresenceUpdate(
                 user_id=_str(entry, "user_id"),
                 presence=presence,
-                last_active_ago=_int(entry, "last_active_ago"),
+                last_active_ago=_optional_int(entry, "last_active_ago"),
                 status_msg=_optional_str(entry, "status_msg"),
                 currently_active=currently_active if isinstance(currently_active, bool) else False,
             )
@@ -282,6 +283,10 @@ def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise WireFormatError(f"{key} must be a string")
     return value
+
+
+def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
+    return None if body.get(key) is None else _int(body, key)
 
 
 def _int(body: Mapping[str, Any], key: str) -> int:
