@@ -131,6 +131,14 @@ def test_presence() -> None:
     )
 
 
+def test_presence_without_last_active_ago_is_accepted() -> None:
+    # Synapse leaves last_active_ago out for users who were never active.
+    content = {"push": [{"user_id": ALICE, "presence": "offline"}]}
+    assert parse_edu(edu("m.presence", content)) == PresenceEdu(
+        push=(PresenceUpdate(ALICE, "offline", None, None, False),)
+    )
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -142,14 +150,6 @@ def test_presence() -> None:
         {"push": [{"user_id": ALICE, "presence": "online", "last_active_ago": 1, "status_msg": 1}]},
     ],
 )
-def test_presence_without_last_active_ago_is_accepted() -> None:
-    # Synapse leaves last_active_ago out for users who were never active.
-    content = {"push": [{"user_id": ALICE, "presence": "offline"}]}
-    assert parse_edu(edu("m.presence", content)) == PresenceEdu(
-        push=(PresenceUpdate(ALICE, "offline", None, None, False),)
-    )
-
-
 def test_malformed_presence_is_rejected(content: Any) -> None:
     with pytest.raises(WireFormatError):
         parse_edu(edu("m.presence", content))
