@@ -43,6 +43,7 @@ from homeserver.http.client import receipts as receipts_http
 from homeserver.http.client import relations as relations_http
 from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
+from homeserver.http.client import room_upgrade as room_upgrade_http
 from homeserver.http.client import rooms_create as rooms_create_http
 from homeserver.http.client import sync as sync_http
 from homeserver.http.client import tags as tags_http
@@ -86,6 +87,7 @@ from homeserver.services.remote_queries import RemoteProfileClient, RemotePublic
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
+from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomCreationService
 from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.state import RoomStateCache
@@ -513,6 +515,16 @@ def _add_room_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     room_send_http.add_routes(router, auth, services.sending)
     directory_http.add_routes(router, auth, services.aliases, services.directory)
     profile_http.add_routes(router, auth, services.profiles)
+    engine = deps.engine
+    upgrades = RoomUpgradeService(
+        pipeline=engine.pipeline,
+        state=engine.state,
+        rooms=engine.rooms,
+        aliases=AliasesStore(deps.pool),
+        profiles=services.profiles,
+        server_name=deps.config.server_name,
+    )
+    room_upgrade_http.add_routes(router, auth, upgrades)
 
 
 def _add_account_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
