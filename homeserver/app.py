@@ -88,6 +88,7 @@ from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
 from homeserver.services.room_send import RoomSendService
 from homeserver.services.room_upgrade import RoomUpgradeService
+from homeserver.services.room_upgrade_follow import UpgradeFollower
 from homeserver.services.rooms import RoomCreationService
 from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.state import RoomStateCache
@@ -342,6 +343,16 @@ async def build_dependencies(
         notifier=engine.notifier,
         pipeline=engine.pipeline,
     )
+    # C-S "Room Upgrades": a local user joining a replacement room keeps their settings.
+    follower = UpgradeFollower(
+        state=engine.state,
+        rooms=engine.rooms,
+        aliases=AliasesStore(pool),
+        account_data=sync.account_data,
+        push=sync.push,
+        server_name=config.server_name,
+    )
+    engine.pipeline.add_persisted_hook(follower.on_events_persisted)
     remote = inbound = sender = None
     if config.federation.enabled:
         remote = create_remote_services(config, pool, signing_key)

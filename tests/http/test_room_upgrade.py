@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.http.account_helpers import running_server
-from tests.http.room_helpers import SERVER_NAME, Client, User, current_state, q, register_users
+from tests.http.room_helpers import (
+    SERVER_NAME,
+    Client,
+    Reply,
+    User,
+    current_state,
+    q,
+    register_users,
+)
 from tests.http.sync_helpers import sync, timeline
 
 
@@ -192,3 +201,38 @@ async def test_sync_shows_the_tombstone_and_the_new_rooms_predecessor(
         "room_id": old,
         "event_id": old_events[0]["event_id"],
     }
+
+
+async def test_joiners_keep_direct_tags_and_room_push_rules(
+    client: Client, users: list[User]
+) -> None:
+    alice, bob = users
+    old = await alice.create_room(preset="public_chat")
+    assert (await bob.join(old)).status == 200
+    direct_path = f"/user/{q(alice.user_id)}/account_data/m.direct"
+    assert (await alice.call("PUT", direct_path, {bob.user_id: [old]})).status == 200
+    tag_path = f"/user/{q(bob.user_id)}/rooms/{q(old)}/tags/u.work"
+    assert (await bob.call("PUT", tag_path, {"order": 0.5})).status == 200
+    rule = await bob.call("PUT", f"/pushrules/global/room/{q(old)}", {"actions": ["notify"]})
+    assert rule.status == 200, rule.body
+    new = await upgrade(alice, old, "11")
+    # The upgrader joined the new room on creating it.
+    direct = await eventually(alice, direct_path, lambda r: new in r.body.get(bob.user_id, []))
+    assert direct.body == {bob.user_id: [old, new]}
+    assert (await bob.join(new)).status == 200
+    tags_path = f"/user/{q(bob.user_id)}/rooms/{q(new)}/tags"
+    tags = await eventually(bob, tags_path, lambda r: bool(r.body["tags"]))
+    assert tags.body == {"tags": {"u.work": {"order": 0.5}}}
+    rule_path = f"/pushrules/global/room/{q(new)}"
+    copied = await eventually(bob, rule_path, lambda r: r.status == 200)
+    assert copied.body["actions"] == ["notify"]
+
+
+async def eventually(user: User, path: str, ready: Callable[[Reply], bool]) -> Reply:
+    """GET `path` until `ready` (the copies are made by a hook run after the join answers)."""
+    for _ in range(50):
+        reply = await user.call("GET", path)
+        if ready(reply):
+            return reply
+        await asyncio.sleep(0.05)
+    return reply
