@@ -9,6 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from federation.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.services.room_upgrade import copied_power_levels, restricted_power_levels
 from tests.http.account_helpers import running_server
 from tests.http.room_helpers import (
     SERVER_NAME,
@@ -236,3 +238,18 @@ async def eventually(user: User, path: str, ready: Callable[[Reply], bool]) -> R
             return reply
         await asyncio.sleep(0.05)
     return reply
+
+
+def test_copied_levels_become_integers_and_drop_v12_creators() -> None:
+    v9, v12 = KNOWN_ROOM_VERSIONS["9"], KNOWN_ROOM_VERSIONS["12"]
+    old = {"ban": "50", "users": {"@a:x": "100", "@b:x": 10}, "events": {"m.room.name": " 40 "}}
+    copied = copied_power_levels(old, v9, v12, ["@a:x"])
+    assert copied == {"ban": 50, "users": {"@b:x": 10}, "events": {"m.room.name": 40}}
+
+
+def test_restricted_levels_never_lower_a_level() -> None:
+    v11 = KNOWN_ROOM_VERSIONS["11"]
+    assert restricted_power_levels({"events_default": 90, "invite": 0}, v11) == {
+        "events_default": 90,
+        "invite": 50,
+    }
