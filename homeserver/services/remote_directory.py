@@ -18,12 +18,15 @@ logger = logging.getLogger(__name__)
 
 def parse_directory_response(answer: Any) -> ResolvedAlias | None:
     """`{"room_id": ..., "servers": [...]}`; None when the answer is not of that shape."""
-    if not isinstance(answer, dict) or not is_valid_room_id(answer.get("room_id")):
+    if not isinstance(answer, dict):
+        return None
+    room_id = answer.get("room_id")
+    if not isinstance(room_id, str) or not is_valid_room_id(room_id):
         return None
     servers = answer.get("servers")
     if not isinstance(servers, list):
         servers = []
-    return ResolvedAlias(answer["room_id"], [s for s in servers if isinstance(s, str)])
+    return ResolvedAlias(room_id, [s for s in servers if isinstance(s, str)])
 
 
 class RemoteDirectoryClient:
