@@ -16,7 +16,8 @@ import os
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
+from urllib.request import url2pathname
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -57,7 +58,7 @@ def _retrieve(uri: str) -> Resource[Any]:
     """Load a spec YAML file named by its file:// URI (the registry's lazy lookup)."""
     if not uri.startswith("file://"):
         raise NoSuchResource(ref=uri)
-    path = Path(uri.removeprefix("file://"))
+    path = Path(url2pathname(urlparse(uri).path))
     if not path.is_file():
         raise NoSuchResource(ref=uri)
     return Resource.from_contents(_load_yaml(path), default_specification=DRAFT202012)
@@ -121,6 +122,53 @@ class ClientServerSpec:
     def schema_mismatches(self, ref: str, body: Any) -> list[str]:
         """Like `mismatches`, against a schema file (e.g. `definitions/errors/error.yaml`)."""
         return _describe(self.schema_validator(ref), body)
+
+    def event_schema(self, event: dict[str, Any]) -> Path | None:
+        """The spec's schema for this event type (per msgtype for m.room.message), if any."""
+        schemas = self.api_dir.parent.parent / "event-schemas" / "schema"
+        event_type = event.get("type")
+        if not isinstance(event_type, str) or "/" in event_type:
+            return None
+        msgtype = (event.get("content") or {}).get("msgtype")
+        if event_type == "m.room.message" and isinstance(msgtype, str) and "/" not in msgtype:
+            per_msgtype = schemas / f"m.room.message${msgtype}.yaml"
+            if per_msgtype.is_file():
+                return per_msgtype
+        path = schemas / f"{event_type}.yaml"
+        return path if path.is_file() else None
+
+    def event_mismatches(self, event: dict[str, Any]) -> list[str]:
+        """A client-format room event checked against its event type's schema (data/event-schemas).
+
+        The event schemas require `room_id`, which /sync leaves out by design ("Will not be
+        present on events that arrive through /sync"), so a placeholder stands in for it there.
+        """
+        schema = self.event_schema(event)
+        if schema is None:
+            return []
+        event = {"room_id": "!placeholder:sync", **event}
+        validator = Draft202012Validator({"$ref": schema.as_uri()}, registry=self.registry)
+        return _describe(validator, event)
+
+    def events_mismatches(self, body: Any) -> list[str]:
+        """`event_mismatches` for every full room event (one with an event_id) inside `body`."""
+        found: list[str] = []
+        for where, event in _room_events(body, ""):
+            found += [f"{where}/{line}" for line in self.event_mismatches(event)]
+        return found
+
+
+def _room_events(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if {"type", "content", "sender", "event_id"} <= node.keys():
+            events.append((where or "<root>", node))
+        for key, value in node.items():
+            events += _room_events(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            events += _room_events(value, f"{where}/{index}")
+    return events
 
 
 def _describe(validator: Draft202012Validator, body: Any) -> list[str]:

@@ -39,6 +39,7 @@ def conforms(
     """Assert the reply has `status` and a body matching the documented schema; the body."""
     assert reply.status == status, (method, path, reply.status, reply.body)
     mismatches = spec.mismatches(path, method, status, reply.body)
+    mismatches += spec.events_mismatches(reply.body)
     assert not mismatches, f"{method} {path} {status}:\n" + "\n".join(mismatches)
     return reply.body
 
@@ -64,6 +65,7 @@ def conforms_error(reply: Reply, spec: ClientServerSpec, status: int) -> str:
 
 def conforms_body(spec: ClientServerSpec, body: Any, method: str, path: str) -> None:
     mismatches = spec.mismatches(path, method, 200, body)
+    mismatches += spec.events_mismatches(body)
     assert not mismatches, f"{method} {path} 200:\n" + "\n".join(mismatches)
 
 
@@ -74,6 +76,20 @@ async def test_schema_loader_reports_real_mismatches(spec: ClientServerSpec) -> 
     assert spec.mismatches("/account/whoami", "get", 401, {"error": "no errcode"}) != []
     bad_event = {"chunk": [{"type": "m.room.message"}], "start": "s1"}
     assert spec.mismatches("/rooms/{roomId}/messages", "get", 200, bad_event) != []
+    member = {
+        "type": "m.room.member",
+        "state_key": "@a:b",
+        "sender": "@a:b",
+        "event_id": "$e",
+        "origin_server_ts": 1,
+        "content": {"membership": "join"},
+    }
+    assert spec.events_mismatches({"chunk": [member]}) == []
+    member["content"] = {"membership": "partying"}
+    [problem] = spec.events_mismatches({"chunk": [member]})
+    assert problem.startswith("/chunk/0/content/membership: 'partying' is not one of")
+    text = {**member, "type": "m.room.message", "content": {"msgtype": "m.text"}}
+    assert spec.events_mismatches(text) != []  # m.room.message$m.text.yaml requires a body
 
 
 async def test_account_endpoints_match_the_spec(spec: ClientServerSpec, client: Client) -> None:
@@ -138,6 +154,7 @@ async def test_room_endpoints_match_the_spec(spec: ClientServerSpec, client: Cli
     assert as_event.status == 200, as_event.body
     state_event = "../../event-schemas/schema/core-event-schema/state_event.yaml"
     assert spec.schema_mismatches(state_event, as_event.body) == []
+    assert spec.events_mismatches(as_event.body) == []
     backwards = await alice.call("GET", f"{room}/messages", query={"dir": "b", "limit": "3"})
     page = conforms(spec, backwards, "GET", "/rooms/{roomId}/messages")
     older = await alice.call(
