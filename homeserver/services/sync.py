@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -22,9 +21,11 @@ from homeserver.services.push import PushService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.state import RoomStateCache
 from homeserver.services.sync_e2ee import E2eeSyncSection, empty_section, has_device_list_changes
+from homeserver.services.sync_ephemeral import EphemeralSyncSection
 from homeserver.services.sync_events import format_events
 from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
 from homeserver.services.sync_streams import SyncStreams
+from homeserver.services.sync_to_device import ToDeviceSyncSection
 from homeserver.services.sync_token import SyncToken
 from homeserver.services.typing import TypingService
 from homeserver.storage.events import EventsStore
@@ -34,11 +35,8 @@ from homeserver.storage.sync_data import GLOBAL, AccountDataRow, SyncDataStore
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_TIMEOUT_MS: Final = 5 * 60_000
-# To-device messages in one response; the rest come with the next /sync.
-TO_DEVICE_LIMIT: Final = 100
 # Rooms of one response built at the same time (each takes a pooled connection per query).
 ROOM_CONCURRENCY: Final = 8
-_ACKNOWLEDGED_DEVICES: Final = 100_000
 
 
 def _now_ms() -> int:
@@ -79,13 +77,11 @@ class SyncService:
         self._store = store
         self._push_store = push_store
         self._builder = builder
-        self._typing = typing
-        self._receipts = receipts
+        self._ephemeral = EphemeralSyncSection(typing, receipts)
+        self._to_device = ToDeviceSyncSection(store)
         self._account_data = account_data
         self._push = push
         self._clock = clock
-        # (user_id, device_id) → to-device position up to which messages are deleted.
-        self._to_device_acknowledged: OrderedDict[tuple[str, str], int] = OrderedDict()
         # Device lists and key counts; set by homeserver/app.py once E2EE is wired.
         self.e2ee: E2eeSyncSection | None = None
 
@@ -130,7 +126,7 @@ class SyncService:
         (rooms, to-device, end-to-end encryption) are read at the same time."""
         (sections, global_account_data), (to_device, to_device_at), e2ee = await _concurrently(
             self._rooms_sections(request, since, now, all_memberships),
-            self._to_device(request, since, now),
+            self._to_device.section(request.user_id, request.device_id, since, now),
             self._e2ee(request, since, now),
         )
         response = {
@@ -173,7 +169,9 @@ class SyncService:
         sections: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
         joined = [m for m in memberships if m.membership == "join"]
         ephemeral, account_rows, with_events = await _concurrently(
-            self._ephemeral(request, [m.room_id for m in joined], since, now),
+            self._ephemeral.section(
+                user_id, room_filter.ephemeral, [m.room_id for m in joined], since, now
+            ),
             self._account_data_changes(user_id, since, now),
             self._rooms_with_events(joined, since, now),
         )
@@ -329,37 +327,6 @@ class SyncService:
         events = await self._state.get_events([m.event_id])
         return events.get(m.event_id)
 
-    async def _ephemeral(
-        self,
-        request: SyncRequest,
-        room_ids: list[str],
-        since: SyncToken | None,
-        now: SyncToken,
-    ) -> dict[str, list[dict[str, Any]]]:
-        """`room_id → [m.typing, m.receipt]` changed since `since` (C-S "Typing
-        Notifications", "Receipts")."""
-        ephemeral_filter = request.sync_filter.room.ephemeral
-        result: dict[str, list[dict[str, Any]]] = {}
-        for room_id in self._typing.rooms_changed(
-            room_ids, since.typing if since else 0, now.typing
-        ):
-            result.setdefault(room_id, []).append(self._typing.typing_event(room_id))
-        receipts_since = since.receipts if since else 0
-        receipts = (
-            await self._receipts.receipt_events(
-                request.user_id, room_ids, receipts_since, now.receipts
-            )
-            if receipts_since < now.receipts  # else the range is empty
-            else {}
-        )
-        for room_id, event in receipts.items():
-            result.setdefault(room_id, []).append(event)
-        return {
-            room_id: kept
-            for room_id, events in result.items()
-            if (kept := [e for e in events if event_matches(ephemeral_filter, e, room_id=room_id)])
-        }
-
     async def _add_unread_counts(self, user_id: str, rooms: Mapping[str, dict[str, Any]]) -> None:
         """C-S "Receiving notifications": the counts from push evaluation, which must include
         every event of this response, so wait for evaluation in progress first."""
@@ -373,39 +340,6 @@ class SyncService:
                 "notification_count": found.notification_count if found else 0,
                 "highlight_count": found.highlight_count if found else 0,
             }
-
-    async def _to_device(
-        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
-    ) -> tuple[list[dict[str, Any]], int]:
-        """C-S "Send-to-Device messaging": messages up to `now`, and the to-device position for
-        `next_batch`; those up to `since` were delivered by the previous response, so are
-        deleted. At most TO_DEVICE_LIMIT go in one response: when more wait, the position is
-        the last one sent's, so nothing is deleted undelivered and the next /sync (having
-        messages) answers at once."""
-        if request.device_id is None:
-            return [], now.to_device
-        device = (request.user_id, request.device_id)
-        if since is not None and since.to_device > self._to_device_acknowledged.get(device, 0):
-            await self._store.delete_to_device_messages(
-                request.user_id, request.device_id, since.to_device
-            )
-            self._acknowledge_to_device(device, since.to_device)
-        if since is not None and since.to_device >= now.to_device:
-            return [], now.to_device  # all up to `now` was delivered before and is deleted
-        rows = await self._store.get_to_device_messages(
-            request.user_id, request.device_id, now.to_device, TO_DEVICE_LIMIT + 1
-        )
-        if len(rows) > TO_DEVICE_LIMIT:
-            rows = rows[:TO_DEVICE_LIMIT]
-            return [message for _, message in rows], rows[-1][0]
-        return [message for _, message in rows], now.to_device
-
-    def _acknowledge_to_device(self, device: tuple[str, str], position: int) -> None:
-        """Remember that messages up to `position` are deleted (no repeated DELETE)."""
-        self._to_device_acknowledged[device] = position
-        self._to_device_acknowledged.move_to_end(device)
-        while len(self._to_device_acknowledged) > _ACKNOWLEDGED_DEVICES:
-            self._to_device_acknowledged.popitem(last=False)
 
 
 async def _concurrently(*awaitables: Awaitable[Any]) -> list[Any]:

@@ -1,6 +1,6 @@
 """The end-to-end encryption parts of a /sync response (C-S "Extensions to /sync" of
 "End-to-End Encryption"): `device_lists`, `device_one_time_keys_count` and
-`device_unused_fallback_key_types`. `to_device` is read by homeserver/services/sync.py."""
+`device_unused_fallback_key_types`. `to_device` is homeserver/services/sync_to_device.py."""
 
 from __future__ import annotations
 
