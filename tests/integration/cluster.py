@@ -9,7 +9,8 @@ keep working across a restart (the restarted server updates the same object).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,18 @@ from homeserver.server import start_listeners, stop_listeners
 from homeserver.storage import database
 from homeserver.storage.migrations import latest_version, load_migrations
 from tests.conftest import _scratch_database, dsn_for_database
-from tests.integration.test_two_servers import Server, free_port
+from tests.integration.test_two_servers import Server
 from tests.remote.support import LoopbackCertificate, make_certificate
 
 # Failed transactions are retried after 0.2 s, 0.4 s … at most 1 s: catch-up takes moments.
 TEST_RETRY_INITIAL_S = 0.2
 TEST_RETRY_MAX_S = 1.0
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
 
 # Extra `federation:` settings for server number i, given every server's name.
 FederationSettings = Callable[[int, list[str]], Mapping[str, Any]]
@@ -44,6 +51,7 @@ class _Node:
 
     directory: Path
     dsn: str
+    host: str
     port: int
     signing_key: SigningKey
     federation: Mapping[str, Any]
@@ -53,7 +61,7 @@ class _Node:
 
     @property
     def name(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 class Cluster:
@@ -111,7 +119,7 @@ class Cluster:
                     {"type": "client", "bind": "127.0.0.1", "port": 0},
                     {
                         "type": "federation",
-                        "bind": "127.0.0.1",
+                        "bind": node.host,
                         "port": node.port,
                         "tls_certificate": str(self._cert.cert_path),
                         "tls_private_key": str(self._cert.key_path),
@@ -150,24 +158,30 @@ async def cluster(
     template: str,
     count: int,
     federation: FederationSettings | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """`count` running servers, each with its own scratch database and federation port."""
+    """`count` running servers, each with its own scratch database and federation port.
+
+    `hosts`: each server's loopback address (and so its name's host part); 127.0.0.1 for all
+    by default. Room ACLs ignore ports, so tests of them give servers distinct hosts.
+    """
+    hosts = list(hosts) if hosts is not None else ["127.0.0.1"] * count
+    assert len(hosts) == count
     cert = make_certificate(tmp_path / "tls", ["localhost"], ["127.0.0.1"])
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        ports = [free_port() for _ in range(count)]
-        names = [f"127.0.0.1:{port}" for port in ports]
+        ports = [free_port(host) for host in hosts]
+        names = [f"{host}:{port}" for host, port in zip(hosts, ports, strict=True)]
         nodes = []
         for index, port in enumerate(ports):
-            db = await stack.enter_async_context(
-                _scratch_database(pg_admin_dsn, template=template)
-            )
+            db = await stack.enter_async_context(_scratch_database(pg_admin_dsn, template=template))
             directory = tmp_path / f"server{index}"
             directory.mkdir()
             nodes.append(
                 _Node(
                     directory=directory,
                     dsn=dsn_for_database(pg_admin_dsn, db),
+                    host=hosts[index],
                     port=port,
                     signing_key=generate_signing_key("k1"),
                     federation=dict(federation(index, names)) if federation else {},
