@@ -57,10 +57,10 @@ def _load_yaml(path: Path) -> Any:
 def _retrieve(uri: str) -> Resource[Any]:
     """Load a spec YAML file named by its file:// URI (the registry's lazy lookup)."""
     if not uri.startswith("file://"):
-        raise NoSuchResource(ref=uri)
+        raise NoSuchResource(uri)
     path = Path(url2pathname(urlparse(uri).path))
     if not path.is_file():
-        raise NoSuchResource(ref=uri)
+        raise NoSuchResource(uri)
     return Resource.from_contents(_load_yaml(path), default_specification=DRAFT202012)
 
 
@@ -142,8 +142,15 @@ class ClientServerSpec:
 
         The event schemas require `room_id`, which /sync leaves out by design ("Will not be
         present on events that arrive through /sync"), so a placeholder stands in for it there.
+        Redacted events are held to the core event schema only.
         """
         schema = self.event_schema(event)
+        if "redacted_because" in (event.get("unsigned") or {}):
+            # A redacted event keeps only the content keys the redaction algorithm preserves,
+            # which the per-type schemas (e.g. a message's required `body`) do not allow for:
+            # check the envelope only.
+            core = "state_event.yaml" if "state_key" in event else "room_event.yaml"
+            schema = self.api_dir.parent.parent / "event-schemas/schema/core-event-schema" / core
         if schema is None:
             return []
         event = {"room_id": "!placeholder:sync", **event}

@@ -271,3 +271,83 @@ async def test_error_responses_match_the_standard_error_schema(
         "GET", f"/rooms/{q(await alice.create_room())}/state/m.room.topic/"
     )
     assert conforms_error(missing_state, spec, 404) == "M_NOT_FOUND"
+
+
+async def test_more_room_endpoints_match_the_spec(spec: ClientServerSpec, client: Client) -> None:
+    alice, bob = await register_users(client, "alice", "bob")
+    space = await alice.create_room(name="Space", creation_content={"type": "m.space"})
+    room_id = await alice.create_room(name="Lobby", preset="public_chat")
+    link = {"via": ["accounts.test"]}
+    assert (await alice.put_state(space, "m.space.child", link, state_key=room_id)).status == 200
+    assert (await bob.join(room_id)).status == 200
+    room = f"/rooms/{q(room_id)}"
+    v1_room = f"/_matrix/client/v1{room}"  # relations, threads and hierarchy are v1 endpoints
+    root = await send_text(alice, room_id, "root")
+    reply = {
+        "msgtype": "m.text",
+        "body": "in thread",
+        "m.relates_to": {
+            "rel_type": "m.thread",
+            "event_id": root,
+        },
+    }
+    assert (await bob.send(room_id, reply, txn_id="thread-1")).status == 200
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}}
+    assert (await bob.send(room_id, reaction, "r1", event_type="m.reaction")).status == 200
+
+    relations = await alice.call("GET", f"{v1_room}/relations/{q(root)}")
+    conforms(spec, relations, "GET", "/rooms/{roomId}/relations/{eventId}")
+    threads = await alice.call("GET", f"{v1_room}/threads")
+    conforms(spec, threads, "GET", "/rooms/{roomId}/threads")
+    hierarchy = await alice.call("GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
+    conforms(spec, hierarchy, "GET", "/rooms/{roomId}/hierarchy")
+
+    receipt = await bob.call("POST", f"{room}/receipt/m.read/{q(root)}", {})
+    conforms(spec, receipt, "POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}")
+    typing = await bob.call(
+        "PUT",
+        f"{room}/typing/{q(bob.user_id)}",
+        {
+            "typing": True,
+            "timeout": 30000,
+        },
+    )
+    conforms(spec, typing, "PUT", "/rooms/{roomId}/typing/{userId}")
+    tag = await alice.call(
+        "PUT", f"/user/{q(alice.user_id)}/rooms/{q(room_id)}/tags/u.work", {"order": 0.5}
+    )
+    conforms(spec, tag, "PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}")
+    tags = await alice.call("GET", f"/user/{q(alice.user_id)}/rooms/{q(room_id)}/tags")
+    conforms(spec, tags, "GET", "/user/{userId}/rooms/{roomId}/tags")
+    to_device = {"messages": {bob.user_id: {"*": {"hello": "there"}}}}
+    sent = await alice.call("PUT", "/sendToDevice/m.test/td1", to_device)
+    conforms(spec, sent, "PUT", "/sendToDevice/{eventType}/{txnId}")
+
+    body = await sync(bob)
+    assert [e["type"] for e in body["to_device"]["events"]] == ["m.test"]
+    ephemeral = body["rooms"]["join"][room_id]["ephemeral"]["events"]
+    assert {e["type"] for e in ephemeral} == {"m.typing", "m.receipt"}
+    conforms_body(spec, body, "GET", "/sync")
+    redacted = await alice.call("PUT", f"{room}/redact/{q(root)}/red1", {"reason": "oops"})
+    conforms(spec, redacted, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}")
+    kicked = await alice.call("POST", f"{room}/kick", {"user_id": bob.user_id})
+    conforms(spec, kicked, "POST", "/rooms/{roomId}/kick")
+    after = await sync(bob, since=body["next_batch"])
+    assert room_id in after["rooms"]["leave"]
+    conforms_body(spec, after, "GET", "/sync")
+    history = await alice.call("GET", f"{room}/messages", query={"dir": "b"})
+    conforms(spec, history, "GET", "/rooms/{roomId}/messages")
+
+    search = await alice.call("POST", "/user_directory/search", {"search_term": "bob"})
+    conforms(spec, search, "POST", "/user_directory/search")
+    notifications = await bob.call("GET", "/notifications")
+    conforms(spec, notifications, "GET", "/notifications")
+    available = await client.call("GET", "/register/available", query={"username": "carol"})
+    conforms(spec, available, "GET", "/register/available")
+    changes = await alice.call(
+        "GET", "/keys/changes", query={"from": body["next_batch"], "to": after["next_batch"]}
+    )
+    conforms(spec, changes, "GET", "/keys/changes")
+    upgraded = await alice.call("POST", f"{room}/upgrade", {"new_version": "10"})
+    conforms(spec, upgraded, "POST", "/rooms/{roomId}/upgrade")
+    conforms(spec, await bob.call("POST", "/logout", {}), "POST", "/logout")
