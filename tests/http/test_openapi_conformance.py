@@ -351,3 +351,66 @@ async def test_more_room_endpoints_match_the_spec(spec: ClientServerSpec, client
     upgraded = await alice.call("POST", f"{room}/upgrade", {"new_version": "10"})
     conforms(spec, upgraded, "POST", "/rooms/{roomId}/upgrade")
     conforms(spec, await bob.call("POST", "/logout", {}), "POST", "/logout")
+
+
+async def test_account_data_profile_and_membership_endpoints_match_the_spec(
+    spec: ClientServerSpec, client: Client
+) -> None:
+    alice, bob = await register_users(client, "alice", "bob")
+    me = q(alice.user_id)
+    put_name = await alice.call("PUT", f"/profile/{me}/displayname", {"displayname": "Alice"})
+    conforms(spec, put_name, "PUT", "/profile/{userId}/{keyName}")
+    name = await client.call("GET", f"/profile/{me}/displayname")
+    conforms(spec, name, "GET", "/profile/{userId}/{keyName}")
+    data = await alice.call("PUT", f"/user/{me}/account_data/org.example.x", {"a": 1})
+    conforms(spec, data, "PUT", "/user/{userId}/account_data/{type}")
+    got = await alice.call("GET", f"/user/{me}/account_data/org.example.x")
+    conforms(spec, got, "GET", "/user/{userId}/account_data/{type}")
+    rule = await alice.call("GET", "/pushrules/global/override/.m.rule.master")
+    conforms(spec, rule, "GET", "/pushrules/global/{kind}/{ruleId}")
+    enabled = await alice.call("GET", "/pushrules/global/override/.m.rule.master/enabled")
+    conforms(spec, enabled, "GET", "/pushrules/global/{kind}/{ruleId}/enabled")
+    actions = await alice.call("GET", "/pushrules/global/underride/.m.rule.message/actions")
+    conforms(spec, actions, "GET", "/pushrules/global/{kind}/{ruleId}/actions")
+
+    room_id = await alice.create_room(preset="private_chat")
+    room = f"/rooms/{q(room_id)}"
+    invited = await alice.invite(room_id, bob.user_id)
+    conforms(spec, invited, "POST", "/rooms/{roomId}/invite")
+    conforms(spec, await bob.call("POST", f"{room}/join", {}), "POST", "/rooms/{roomId}/join")
+    markers = await bob.call(
+        "POST", f"{room}/read_markers", {"m.fully_read": await send_text(alice, room_id, "x")}
+    )
+    conforms(spec, markers, "POST", "/rooms/{roomId}/read_markers")
+    banned = await alice.call("POST", f"{room}/ban", {"user_id": bob.user_id, "reason": "r"})
+    conforms(spec, banned, "POST", "/rooms/{roomId}/ban")
+    unbanned = await alice.call("POST", f"{room}/unban", {"user_id": bob.user_id})
+    conforms(spec, unbanned, "POST", "/rooms/{roomId}/unban")
+    conforms(spec, await alice.leave(room_id), "POST", "/rooms/{roomId}/leave")
+    forgot = await alice.call("POST", f"{room}/forget", {})
+    conforms(spec, forgot, "POST", "/rooms/{roomId}/forget")
+
+
+async def test_more_error_paths_match_the_standard_error_schema(
+    spec: ClientServerSpec, client: Client
+) -> None:
+    (alice,) = await register_users(client, "alice")
+    no_token = await client.call("GET", "/account/whoami")
+    assert conforms(spec, no_token, "GET", "/account/whoami", 401)["errcode"] == ("M_MISSING_TOKEN")
+    not_json = await alice.call("POST", "/createRoom", raw=b"{not json")
+    assert conforms(spec, not_json, "POST", "/createRoom", 400)["errcode"] == "M_NOT_JSON"
+    unknown = await alice.call("GET", "/no/such/endpoint")
+    assert conforms_error(unknown, spec, 404) == "M_UNRECOGNIZED"
+    gone = f"/rooms/{q('!gone:accounts.test')}/messages"
+    no_dir = await alice.call("GET", gone)
+    assert conforms_error(no_dir, spec, 400) == "M_MISSING_PARAM"
+    stranger = await alice.call("GET", gone, query={"dir": "b"})
+    assert conforms_error(stranger, spec, 403) == "M_FORBIDDEN"
+    bad_user = await alice.call("GET", f"/profile/{q('@nobody:accounts.test')}")
+    assert conforms(spec, bad_user, "GET", "/profile/{userId}", 404)["errcode"] == "M_NOT_FOUND"
+    in_use = await client.call("GET", "/register/available", query={"username": "alice"})
+    assert conforms(spec, in_use, "GET", "/register/available", 400)["errcode"] == ("M_USER_IN_USE")
+    whoami = await alice.client.whoami(alice.token)
+    delete = await alice.call("DELETE", f"/devices/{q(whoami.body['device_id'])}", {})
+    uia = conforms(spec, delete, "DELETE", "/devices/{deviceId}", 401)
+    assert uia["flows"]
