@@ -3,7 +3,9 @@
 GUIDE.md "How data flows": build (or receive) → auth check → one PostgreSQL transaction
 (event, edges, state delta, extremities, current state, memberships, txnId) → commit → update
 the in-memory state → wake /sync waiters → hand the events to the `on_persisted` hooks
-(federation sending). A client is answered only after the commit.
+(federation sending). A client is answered only after the commit. The steps from the
+transaction on (the one persist path) are homeserver/services/event_commit.py; this module
+builds local events, checks received ones' batches, and hands both to it.
 
 Writes to a room are serialised by one `asyncio.Lock` per room; reads never take it. Local sends
 to a room queue up while a transaction is running and the next transaction takes all of them
@@ -14,10 +16,9 @@ rather than one per message, with the same ordering and the same answer to each 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -36,19 +37,18 @@ from homeserver.services.event_builder import (
     new_room_id,
     parse_built_pdu,
 )
+from homeserver.services.event_commit import BatchCommitter, PersistedHook
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_batch import BatchApplier, RoomBatch
 from homeserver.services.room_writers import RoomWriters
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
-from homeserver.storage.events import EventsStore, EventToPersist
+from homeserver.storage.events import EventsStore
 from homeserver.storage.rooms import ClientTransaction, RoomsStore
 
-logger = logging.getLogger(__name__)
+__all__ = ["DEFAULT_MAX_BATCH", "EventPipeline", "PersistedHook", "RemoteEvent", "now_ms"]
 
-PersistedHook = Callable[[Sequence[Event]], Awaitable[None]]
 DEFAULT_MAX_BATCH: Final = 100
-MEMBER: Final = "m.room.member"
 
 
 def now_ms() -> int:
@@ -96,12 +96,17 @@ class EventPipeline:
         self._events = events
         self._rooms = rooms
         self._state = state
-        self._notifier = notifier
-        self._tracker = tracker
         self._server_name = server_name
         self._signing_key = signing_key
-        self._hooks = list(on_persisted)
         self._clock = clock
+        self._committer = BatchCommitter(
+            events=events,
+            state=state,
+            notifier=notifier,
+            tracker=tracker,
+            hooks=on_persisted,
+            clock=clock,
+        )
         self._applier = BatchApplier(state, events)
         self._writers: RoomWriters[_Request] = RoomWriters(self._process_local, _fail, max_batch)
 
@@ -110,7 +115,7 @@ class EventPipeline:
 
     def add_persisted_hook(self, hook: PersistedHook) -> None:
         """`hook(events)` runs after each commit with the new accepted timeline events."""
-        self._hooks.append(hook)
+        self._committer.add_persisted_hook(hook)
 
     # --- local events ---------------------------------------------------------------------
 
@@ -200,11 +205,11 @@ class EventPipeline:
                 continue
             built.append((request, event))
         if built:
-            await self._commit(batch)
+            await self._committer.commit(batch)
         for request, event in built:
             if not request.future.done():
                 request.future.set_result(event)
-        await self._run_hooks([event for _, event in built])
+        await self._committer.run_hooks([event for _, event in built])
 
     async def _build_and_add(self, batch: RoomBatch, request: _Request) -> Event:
         new, room_version = request.new, batch.room_version
@@ -341,68 +346,12 @@ class EventPipeline:
             )
         await self._applier.apply_late_redactions(batch, late_redactions)
         if backfilled:
-            persisted = await self._commit_backfilled(batch)
+            persisted = await self._committer.commit_backfilled(batch)
         else:
-            persisted = await self._commit(batch)
-            await self._run_hooks([p.event for p in persisted if p.visible_to_clients])
+            persisted = await self._committer.commit(batch)
+            await self._committer.run_hooks([p.event for p in persisted if p.visible_to_clients])
         result.update((p.event.event_id, p.stream_ordering) for p in persisted)
         return result
-
-    # --- the one persist path -------------------------------------------------------------
-
-    async def _commit(self, batch: RoomBatch) -> list[EventToPersist]:
-        """One transaction for the whole batch; then memory catches up and waiters wake.
-
-        Stream positions are taken only now, so they stay in flight (holding back every
-        reader's position) for no longer than the transaction itself.
-        """
-        count = len(batch.to_persist)
-        async with self._tracker.allocate(self._events.allocate_stream_positions, count) as ps:
-            items = [
-                replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, ps, strict=True)
-            ]
-            await self._events.persist(batch.to_persist_batch(items, self._clock()))
-            self._cache_batch(batch)
-            for item in items:
-                if item.visible_to_clients or item.out_of_band_membership:
-                    self._notify(item)
-        return items
-
-    async def _commit_backfilled(self, batch: RoomBatch) -> list[EventToPersist]:
-        """The one transaction for backfilled events: negative positions, most negative for
-        the oldest (the batch is oldest first); outside the stream tracker, nobody notified."""
-        positions = await self._events.allocate_backfill_positions(len(batch.to_persist))
-        items = [
-            replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, positions, strict=True)
-        ]
-        await self._events.persist(batch.to_persist_batch(items, self._clock()))
-        self._cache_batch(batch)
-        return items
-
-    def _cache_batch(self, batch: RoomBatch) -> None:
-        """Memory catches up with a committed batch."""
-        self._state.cache_events(batch.events.values())
-        for group in batch.groups:
-            state = batch.group_states.get(group.state_group)
-            self._state.cache_state_group(group.info, state)
-        for event_id, (after, before) in batch.event_groups.items():
-            self._state.cache_event_groups(event_id, after, before)
-        self._state.set_room_state(batch.room_state())
-
-    def _notify(self, item: EventToPersist) -> None:
-        event = item.event
-        affected = (event.state_key,) if event.type == MEMBER and event.state_key else ()
-        self._notifier.notify_new_event(event.room_id, item.stream_ordering, affected)
-
-    async def _run_hooks(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        for hook in self._hooks:
-            try:
-                await hook(events)
-            except Exception:
-                # The events are committed; a failing consumer must not fail the sender.
-                logger.exception("on_persisted hook %r failed", hook)
 
     async def close(self) -> None:
         """Wait for queued local events to be committed (shutdown)."""
