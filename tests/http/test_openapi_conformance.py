@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests import openapi_schema
 from tests.http.account_helpers import PASSWORD, running_server
 from tests.http.room_helpers import Client, Reply, User, q, register_users
 from tests.http.sync_helpers import send_text, sync
@@ -414,3 +415,26 @@ async def test_more_error_paths_match_the_standard_error_schema(
     delete = await alice.call("DELETE", f"/devices/{q(whoami.body['device_id'])}", {})
     uia = conforms(spec, delete, "DELETE", "/devices/{deviceId}", 401)
     assert uia["flows"]
+
+
+async def test_rate_limited_reply_matches_the_spec(
+    spec: ClientServerSpec, tmp_path: Path, migrated_db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    limits = {"per_second": 1.0, "burst": 2}
+    async with running_server(tmp_path, migrated_db_dsn, pool, rate_limits=limits) as limited:
+        replies = [await limited.login("nobody", "wrong") for _ in range(3)]
+    assert [r.status for r in replies] == [403, 403, 429]
+    assert conforms(spec, replies[2], "POST", "/login", 429)["errcode"] == "M_LIMIT_EXCEEDED"
+
+
+def test_missing_spec_checkout_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openapi_schema, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv(openapi_schema.SPEC_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(SpecMissingError, match="matrix-spec OpenAPI definitions not found"):
+        openapi_schema.spec_root()
+    api = tmp_path / "elsewhere" / "data" / "api" / "client-server"
+    api.mkdir(parents=True)
+    monkeypatch.setenv(openapi_schema.SPEC_ENV, str(tmp_path / "elsewhere"))
+    assert openapi_schema.spec_root() == tmp_path / "elsewhere"
