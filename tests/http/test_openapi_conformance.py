@@ -438,3 +438,54 @@ def test_missing_spec_checkout_is_a_clear_error(
     api.mkdir(parents=True)
     monkeypatch.setenv(openapi_schema.SPEC_ENV, str(tmp_path / "elsewhere"))
     assert openapi_schema.spec_root() == tmp_path / "elsewhere"
+
+
+async def test_sync_variants_and_less_common_endpoints_match_the_spec(
+    spec: ClientServerSpec, client: Client
+) -> None:
+    alice, bob = await register_users(client, "alice", "bob")
+    room_id = await alice.create_room(name="Lobby", preset="public_chat")
+    assert (await bob.join(room_id)).status == 200
+    await send_text(bob, room_id, "hi")
+    lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
+    first = await sync(alice, filter=lazy)
+    conforms_body(spec, first, "GET", "/sync")
+    await send_text(bob, room_id, "again")
+    conforms_body(spec, await sync(alice, since=first["next_batch"], filter=lazy), "GET", "/sync")
+    after = await sync(alice, since=first["next_batch"], use_state_after=True)
+    conforms_body(spec, after, "GET", "/sync")
+    room = f"/rooms/{q(room_id)}"
+    filtered = await alice.call(
+        "GET", f"{room}/messages", query={"dir": "b", "filter": '{"lazy_load_members":true}'}
+    )
+    conforms(spec, filtered, "GET", "/rooms/{roomId}/messages")
+    visibility = await alice.call(
+        "PUT", f"/directory/list/room/{q(room_id)}", {"visibility": "public"}
+    )
+    conforms(spec, visibility, "PUT", "/directory/list/room/{roomId}")
+
+    refreshing = await client.login("alice", refresh_token=True)
+    login = conforms(spec, refreshing, "POST", "/login")
+    refreshed = await client.call("POST", "/refresh", {"refresh_token": login["refresh_token"]})
+    conforms(spec, refreshed, "POST", "/refresh")
+
+    master = {
+        "user_id": alice.user_id,
+        "usage": ["master"],
+        "keys": {"ed25519:masterkey": "masterkey"},
+    }
+    cross = await alice.call("POST", "/keys/device_signing/upload", {"master_key": master})
+    if cross.status == 401:  # UIA; the password stage completes it
+        auth = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": alice.user_id},
+            "password": PASSWORD,
+            "session": cross.body["session"],
+        }
+        conforms(spec, cross, "POST", "/keys/device_signing/upload", 401)
+        cross = await alice.call(
+            "POST", "/keys/device_signing/upload", {"master_key": master, "auth": auth}
+        )
+    conforms(spec, cross, "POST", "/keys/device_signing/upload")
+    queried = await bob.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    assert alice.user_id in conforms(spec, queried, "POST", "/keys/query")["master_keys"]
