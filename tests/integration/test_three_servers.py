@@ -118,4 +118,3 @@ async def _membership(user: User, room_id: str, target: str) -> dict[str, object
     )
     assert status == 200, content
     return {k: v for k, v in content.items() if k in ("membership", "reason")}
-
