@@ -19,8 +19,8 @@ from federation.hashing import check_content_hash
 from federation.pdu import Event
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from federation.signing import SigningKey, sign_event
-from federation.wire import (
-    WireFormatError,
+from federation.wire import WireFormatError
+from federation.wire_membership import (
     build_invite_response,
     check_invite_event,
     check_invite_room_state,

@@ -28,8 +28,8 @@ from federation.room_state import (
 )
 from federation.room_versions import RoomVersion
 from federation.signing import SigningKey, sign_event
-from federation.wire import (
-    WireFormatError,
+from federation.wire import WireFormatError
+from federation.wire_membership import (
     build_make_membership_response,
     build_send_join_response,
     build_send_knock_response,

@@ -32,8 +32,8 @@ from federation.signing import (
     add_hashes_and_signatures,
     verify_event_signature,
 )
-from federation.wire import (
-    WireFormatError,
+from federation.wire import WireFormatError
+from federation.wire_membership import (
     build_invite_v2_request,
     parse_invite_response,
     parse_make_join_response,

@@ -11,16 +11,20 @@ from federation.room_versions import V1, V7, V10, V12
 from federation.wire import (
     MAX_EDUS_PER_TRANSACTION,
     MAX_PDUS_PER_TRANSACTION,
-    SendJoinResponse,
     Transaction,
     WireFormatError,
+    build_transaction,
+    build_transaction_response,
+    parse_transaction,
+    parse_transaction_response,
+)
+from federation.wire_membership import (
+    SendJoinResponse,
     build_invite_response,
     build_invite_v2_request,
     build_make_membership_response,
     build_send_join_response,
     build_send_knock_response,
-    build_transaction,
-    build_transaction_response,
     check_invite_event,
     check_invite_room_state,
     check_membership_event,
@@ -31,8 +35,6 @@ from federation.wire import (
     parse_make_leave_response,
     parse_send_join_response,
     parse_send_knock_response,
-    parse_transaction,
-    parse_transaction_response,
 )
 from tests.federation.builders import make_pdu
 
