@@ -375,6 +375,8 @@ async def build_dependencies(
         )
         # Local users' typing and read receipts go to the other servers in the room.
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
+        # Joins, leaves and knocks we accept as resident server go on to the room's servers.
+        inbound.membership.set_relay(sender.relay_event)
     return Dependencies(
         config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender, e2ee
     )

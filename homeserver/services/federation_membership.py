@@ -10,7 +10,7 @@ signature, and stores it through the event pipeline only if it is accepted (else
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final
 
 from federation.auth_rules import AuthError, check_auth_rules
@@ -58,6 +58,8 @@ KNOCK_STATE_TYPES: Final = (
     "m.room.encryption",
     "m.room.topic",
 )
+# Hands an accepted membership event (event, stream position, origin) to the outbound sender.
+MembershipRelay = Callable[[Event, int, str], Awaitable[None]]
 
 
 def _now_ms() -> int:
@@ -89,6 +91,12 @@ class ResidentMembership:
         self._server_name = server_name
         self._signing_key = signing_key
         self._clock = clock
+        self._relay: MembershipRelay | None = None
+
+    def set_relay(self, relay: MembershipRelay) -> None:
+        """Where accepted send_join / send_leave / send_knock events go on to the other
+        servers in the room (`FederationSender.relay_event`)."""
+        self._relay = relay
 
     # --- make_join / make_leave / make_knock ----------------------------------------------
 
@@ -296,7 +304,11 @@ class ResidentMembership:
                 raise invalid(str(exc)) from None
             if not verdict.accepted:
                 raise forbidden(verdict.rejected_reason or "Not allowed by the current state")
-            await self._pipeline.persist_remote_event(event, verdict.state_before)
+            position = await self._pipeline.persist_remote_event(event, verdict.state_before)
+        # S2S "Joining Rooms" / "Leaving Rooms" / "Knocking upon a room": the resident server
+        # sends the accepted event on to the other servers in the room.
+        if self._relay is not None:
+            await self._relay(event, position, origin)
         return event, verdict.state_before
 
 

@@ -136,6 +136,38 @@ class FederationSender:
         if self._enabled and any(event.sender_domain == self._server_name for event in events):
             self._events_ready.set()
 
+    async def relay_event(self, event: Event, stream_ordering: int, origin: str) -> None:
+        """Send on a remote event we accepted as the resident server of its room.
+
+        S2S "Joining Rooms" / "Leaving Rooms" / "Knocking upon a room": the resident server
+        that accepts a `send_join`, `send_leave` or `send_knock` must send the event to the
+        other servers in the room. The stream reader forwards only our users' events, so such
+        an event is queued here (durably, in `federation_outbox`) for the servers joined to
+        the room — never us, `origin`, or the event sender's own server, which already have
+        it — without moving the reader's position.
+        """
+        if not self._enabled or self._closed:
+            return
+        stream_event = StreamEvent(
+            stream_ordering=stream_ordering,
+            event_id=event.event_id,
+            room_id=event.room_id,
+            type=event.type,
+            state_key=event.state_key,
+            membership=event.membership if event.type == MEMBER else None,
+        )
+        already_have = {origin, event.sender_domain}
+        rows = [
+            (destination, routed)
+            for destination, routed in await self._route([stream_event])
+            if destination not in already_have
+        ]
+        if not rows:
+            return
+        await self._store.queue_relayed_pdus(rows)
+        for destination in dict.fromkeys(destination for destination, _ in rows):
+            self._queue(destination).wake()
+
     def _on_stream_advanced(self, position: int) -> None:
         if not self._closed and position > self._position:
             self._events_ready.set()

@@ -154,6 +154,17 @@ class FederationOutboundStore:
                 new_position,
             )
 
+    async def queue_relayed_pdus(self, rows: Sequence[tuple[str, StreamEvent]]) -> None:
+        """Queue `(destination, event)` rows for remote events we relay as a resident server
+        (S2S "Joining Rooms"); unlike `queue_pdus` the stream position stays where it is."""
+        if not rows:
+            return
+        await self._pool.executemany(
+            "INSERT INTO federation_outbox (destination, stream_ordering, event_id, room_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(d, e.stream_ordering, e.event_id, e.room_id) for d, e in rows],
+        )
+
     # --- the per-destination queues -------------------------------------------------------
 
     async def get_destinations_with_work(self) -> set[str]:
