@@ -24,7 +24,7 @@ from typing import Any, Final
 from federation.redaction import redact
 from homeserver.services.state import RoomStateCache
 from homeserver.services.visibility import HistoryVisibility
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 from homeserver.storage.room_reads import RoomReadsStore
 
 REPLACE: Final = "m.replace"

@@ -17,7 +17,8 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.room_batch import RoomBatch
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
-from homeserver.storage.events import EventsStore, EventToPersist
+from homeserver.storage.event_rows import EventToPersist
+from homeserver.storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
 

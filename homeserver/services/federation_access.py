@@ -18,7 +18,7 @@ from federation.ids import server_name_of
 from federation.room_state import HISTORY_VISIBILITY, MEMBER, StateKey
 from homeserver.errors import MatrixError
 from homeserver.services.state import RoomStateCache
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 
 WORLD_READABLE: Final = "world_readable"
 SHARED: Final = "shared"

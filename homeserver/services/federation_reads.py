@@ -22,7 +22,8 @@ from homeserver.services.federation_access import (
     server_may_see,
 )
 from homeserver.services.state import RoomStateCache
-from homeserver.storage.events import EventRow, EventsStore
+from homeserver.storage.event_rows import EventRow
+from homeserver.storage.events import EventsStore
 
 MAX_BACKFILL_LIMIT: Final = 100
 MAX_MISSING_EVENTS_LIMIT: Final = 100

@@ -20,7 +20,7 @@ from homeserver.services.client_events import Viewer
 from homeserver.services.filters import RoomEventFilter, event_matches
 from homeserver.services.room_reads import RoomAccess, RoomReader
 from homeserver.services.tokens import RoomToken, StreamToken, TopologicalToken
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 from homeserver.storage.room_reads import KEY_MAX, KEY_MIN, Direction, Key
 
 DEFAULT_LIMIT: Final = 10

@@ -16,7 +16,7 @@ from homeserver.services.client_events import Viewer
 from homeserver.services.pagination import MAX_ROUNDS, RoomPaginator, token_after
 from homeserver.services.room_reads import RoomReader
 from homeserver.services.tokens import RoomToken, TopologicalToken
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 from homeserver.storage.room_reads import KEY_MAX, KEY_MIN, Direction, Key
 
 DEFAULT_RELATIONS_LIMIT: Final = 10

@@ -21,7 +21,8 @@ from federation.room_versions import RoomVersion
 from federation.state_res import resolve_state
 from homeserver.services.event_builder import REDACTION, redaction_applies
 from homeserver.services.state import RoomState, RoomStateCache
-from homeserver.storage.events import EventsStore, EventToPersist, PersistBatch
+from homeserver.storage.event_rows import EventToPersist, PersistBatch
+from homeserver.storage.events import EventsStore
 from homeserver.storage.rooms import ClientTransaction, CurrentStateDelta, NewRoom
 from homeserver.storage.state import NewStateGroup, StateGroupInfo, plan_state_group
 

@@ -18,7 +18,7 @@ from homeserver.errors import MatrixError
 from homeserver.services.client_events import ClientEventFormatter, Viewer
 from homeserver.services.state import RoomStateCache
 from homeserver.services.visibility import WORLD_READABLE, HistoryVisibility
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 from homeserver.storage.room_reads import Key, RoomReadsStore
 from homeserver.storage.state import StateKey
 

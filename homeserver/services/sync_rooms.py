@@ -25,7 +25,8 @@ from homeserver.services.sync_events import (
 )
 from homeserver.services.tokens import StreamToken
 from homeserver.services.visibility import VisibilityLoader, filter_visible
-from homeserver.storage.events import EventRow, EventsStore
+from homeserver.storage.event_rows import EventRow
+from homeserver.storage.events import EventsStore
 from homeserver.storage.sync_data import SyncDataStore
 
 MEMBER: Final = "m.room.member"

@@ -27,7 +27,7 @@ from typing import Final
 from federation.pdu import Event
 from federation.room_state import HISTORY_VISIBILITY, MEMBER
 from homeserver.services.state import RoomStateCache
-from homeserver.storage.events import EventRow
+from homeserver.storage.event_rows import EventRow
 from homeserver.storage.room_reads import RoomReadsStore
 from homeserver.storage.state import StateKey
 

@@ -17,7 +17,7 @@ from typing import Final, Literal
 
 import asyncpg
 
-from homeserver.storage.events import (
+from homeserver.storage.event_rows import (
     EVENT_COLUMNS,
     STATE_READABLE,
     VISIBLE,
