@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 MEMBER: Final = "m.room.member"
 POWER_LEVELS: Final = "m.room.power_levels"
+# user_power_level reads the create event (room creators) and the power levels.
+_POWER_KEYS: Final = (("m.room.create", ""), (POWER_LEVELS, ""))
 _RULE_CACHE_SIZE: Final = 10_000
 # /sync waits at most this long for push evaluation before counting anyway.
 _PROCESSING_WAIT_S: Final = 2.0
@@ -198,16 +200,17 @@ class PushService:
         await self._store.insert_push_actions(actions)
 
     async def _evaluate_event(self, event: Event, position: int) -> list[PushAction]:
-        state = await self._state.get_current_state(event.room_id)
-        members = {
-            key[1]: e.content
-            for key, e in state.items()
-            if key[0] == MEMBER and e.membership == "join"
-        }
+        # Only what the rules need, never the whole state: the joined members (kept per
+        # current state by the cache), the local ones' member events, create + power levels.
+        joined = await self._state.get_joined_members(event.room_id)
+        local = [
+            event_id
+            for user_id, event_id in joined.items()
+            if server_name_of(user_id) == self._server_name and user_id != event.sender
+        ]
+        member_events = await self._state.get_events(local)
         recipients: dict[str, Mapping[str, Any]] = {
-            user_id: content
-            for user_id, content in members.items()
-            if server_name_of(user_id) == self._server_name
+            e.state_key: e.content for e in member_events.values() if e.state_key is not None
         }
         invitee = event.state_key if event.type == MEMBER else None
         if (
@@ -219,6 +222,7 @@ class PushService:
         recipients.pop(event.sender, None)
         if not recipients:
             return []
+        state = await self._state.get_current_state(event.room_id, _POWER_KEYS)
         power_event = state.get((POWER_LEVELS, ""))
         power_levels = dict(power_event.content) if power_event else {}
         sender_level = user_power_level(state, event.sender)
@@ -229,7 +233,7 @@ class PushService:
             ctx = PushContext(
                 user_id=user_id,
                 display_name=display_name if isinstance(display_name, str) else None,
-                room_member_count=len(members),
+                room_member_count=len(joined),
                 power_levels=power_levels,
                 sender_power_level=int(min(sender_level, 2**53)),
             )

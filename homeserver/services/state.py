@@ -23,6 +23,7 @@ from homeserver.storage.state import StateGroupInfo, StateKey, StateStore, apply
 K = TypeVar("K")
 V = TypeVar("V")
 
+MEMBER: Final = "m.room.member"
 DEFAULT_EVENT_CACHE_SIZE: Final = 10_000
 DEFAULT_STATE_GROUP_CACHE_SIZE: Final = 256
 
@@ -67,6 +68,23 @@ class RoomState:
     forward_extremities: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class _JoinedMembers:
+    """The joined members of a room as of one current state (the `state` mapping they were
+    derived from, and its state group when known)."""
+
+    state: Mapping[StateKey, str]
+    state_group: int | None
+    # user_id → the event ID of their `m.room.member` event (membership "join").
+    members: Mapping[str, str]
+
+    def matches(self, room: RoomState) -> bool:
+        if self.state is room.state:
+            return True
+        # A state group's state never changes, so the same group means the same state.
+        return room.state_group is not None and room.state_group == self.state_group
+
+
 class RoomStateCache:
     """Current state per room, state groups and an LRU of parsed events."""
 
@@ -90,6 +108,7 @@ class RoomStateCache:
         self._group_states: LruCache[int, Mapping[StateKey, str]] = LruCache(state_group_cache_size)
         self._group_infos: LruCache[int, StateGroupInfo] = LruCache(state_group_cache_size * 16)
         self._event_groups: LruCache[str, tuple[int, int]] = LruCache(event_cache_size)
+        self._joined: dict[str, _JoinedMembers] = {}
 
     # --- rooms ----------------------------------------------------------------------------
 
@@ -155,6 +174,36 @@ class RoomStateCache:
         wanted = state if keys is None else {k: state[k] for k in keys if k in state}
         events = await self.get_events(wanted.values())
         return {key: events[eid] for key, eid in wanted.items() if eid in events}
+
+    async def get_joined_members(self, room_id: str) -> Mapping[str, str]:
+        """`user_id → m.room.member event ID` of the users whose current membership is "join"
+        (empty for an unknown room).
+
+        Derived once per current state and then updated from the membership events that
+        changed between two states, so a room's messages never re-read its whole state.
+        """
+        room = await self.get_room_state(room_id)
+        if room is None:
+            return MappingProxyType({})
+        known = self._joined.get(room_id)
+        if known is not None and known.matches(room):
+            return known.members
+        members = dict(known.members) if known is not None else {}
+        changed = _changed_memberships(known.state if known is not None else None, room.state)
+        # Removed state entries and memberships whose event is unknown count as not joined.
+        events = await self.get_events(eid for eid in changed.values() if eid is not None)
+        for user_id, event_id in changed.items():
+            event = None if event_id is None else events.get(event_id)
+            if event is not None and event.membership == "join":
+                members[user_id] = event.event_id
+            else:
+                members.pop(user_id, None)
+        result = _JoinedMembers(room.state, room.state_group, MappingProxyType(members))
+        current = self._joined.get(room_id)
+        # A concurrent reader may have stored its own (equally consistent) result meanwhile.
+        if current is None or current is known:
+            self._joined[room_id] = result
+        return result.members
 
     # --- events ---------------------------------------------------------------------------
 
@@ -253,3 +302,19 @@ class RoomStateCache:
 
     # S2S: "the state of the room at the given event" is the state before it.
     get_state_at_event = get_state_before_event
+
+
+def _changed_memberships(
+    old: Mapping[StateKey, str] | None, new: Mapping[StateKey, str]
+) -> dict[str, str | None]:
+    """`user_id → member event ID now` (None: no longer in state) for each `m.room.member`
+    entry that differs between two current states; every member entry when `old` is None."""
+    if old is None:
+        return {key[1]: eid for key, eid in new.items() if key[0] == MEMBER}
+    changed: dict[str, str | None] = {
+        key[1]: eid for key, eid in new.items() if key[0] == MEMBER and old.get(key) != eid
+    }
+    for key in old:
+        if key[0] == MEMBER and key not in new:
+            changed[key[1]] = None
+    return changed
