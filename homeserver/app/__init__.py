@@ -1,0 +1,42 @@
+"""The composition root: the only place where dependencies are wired together.
+
+`services` builds every service once per process (`build_dependencies`); `routes` builds the
+aiohttp applications and hands each handler module exactly the services it needs. Nothing
+else in Veche constructs services or looks them up globally.
+"""
+
+from homeserver.app.routes import (
+    CLIENT,
+    FEDERATION,
+    ListenerSpec,
+    ListenerType,
+    build_application,
+    build_listener_apps,
+    listener_specs,
+)
+from homeserver.app.services import (
+    AccountServices,
+    Dependencies,
+    RoomEngine,
+    RoomServices,
+    build_dependencies,
+    build_e2ee,
+    start_federation_sender,
+)
+
+__all__ = [
+    "CLIENT",
+    "FEDERATION",
+    "AccountServices",
+    "Dependencies",
+    "ListenerSpec",
+    "ListenerType",
+    "RoomEngine",
+    "RoomServices",
+    "build_application",
+    "build_dependencies",
+    "build_e2ee",
+    "build_listener_apps",
+    "listener_specs",
+    "start_federation_sender",
+]
