@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from federation.hashing import compute_event_id
@@ -127,20 +127,9 @@ class RemoteMembershipClient:
         invite also tries the inviter's server (v12 room IDs name no server)."""
         invited_by = await self._inviting_servers(user_id, room_id)
         candidates = [s for s in dict.fromkeys([*servers, *invited_by]) if s != self._server_name]
-        if not candidates:
-            raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
-        last: MatrixError | None = None
-        for server in candidates:
-            try:
-                return await self._join_via(server, user_id, room_id, content)
-            except (RemoteError, RemoteUnreachable) as exc:
-                logger.info("joining %s via %s failed: %s", room_id, server, exc)
-                last = _relay(exc)
-            except (HandshakeFailed, WireFormatError, InvalidPdu) as exc:
-                logger.info("joining %s via %s failed: %s", room_id, server, exc)
-                last = MatrixError(502, "M_UNKNOWN", f"Joining via {server} failed: {exc}")
-        assert last is not None
-        raise last
+        return await _first_server_that_accepts(
+            candidates, room_id, "Joining", lambda s: self._join_via(s, user_id, room_id, content)
+        )
 
     async def _join_via(
         self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]
@@ -308,18 +297,9 @@ class RemoteMembershipClient:
     async def leave(self, user_id: str, room_id: str, content: Mapping[str, Any]) -> str:
         """S2S "Leaving Rooms (Rejecting Invites)" via the server of whoever invited us."""
         servers = await self._inviting_servers(user_id, room_id)
-        if not servers:
-            raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
-        last: MatrixError | None = None
-        for server in servers:
-            try:
-                return await self._leave_via(server, user_id, room_id, content)
-            except (RemoteError, RemoteUnreachable) as exc:
-                last = _relay(exc)
-            except (HandshakeFailed, WireFormatError, InvalidPdu) as exc:
-                last = MatrixError(502, "M_UNKNOWN", f"Leaving via {server} failed: {exc}")
-        assert last is not None
-        raise last
+        return await _first_server_that_accepts(
+            servers, room_id, "Leaving", lambda s: self._leave_via(s, user_id, room_id, content)
+        )
 
     async def _inviting_servers(self, user_id: str, room_id: str) -> list[str]:
         current = await self._directory.get_local_membership_event(user_id, room_id)
@@ -360,18 +340,9 @@ class RemoteMembershipClient:
     ) -> str:
         """S2S "Knocking upon a room" through the first of `servers` that accepts the knock."""
         candidates = [s for s in dict.fromkeys(servers) if s != self._server_name]
-        if not candidates:
-            raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
-        last: MatrixError | None = None
-        for server in candidates:
-            try:
-                return await self._knock_via(server, user_id, room_id, content)
-            except (RemoteError, RemoteUnreachable) as exc:
-                last = _relay(exc)
-            except (HandshakeFailed, WireFormatError, InvalidPdu) as exc:
-                last = MatrixError(502, "M_UNKNOWN", f"Knocking via {server} failed: {exc}")
-        assert last is not None
-        raise last
+        return await _first_server_that_accepts(
+            candidates, room_id, "Knocking", lambda s: self._knock_via(s, user_id, room_id, content)
+        )
 
     async def _knock_via(
         self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]
@@ -404,3 +375,27 @@ class RemoteMembershipClient:
             stored, None, outlier=True, out_of_band_membership=True
         )
         return event.event_id
+
+
+async def _first_server_that_accepts(
+    servers: Sequence[str],
+    room_id: str,
+    action: str,
+    attempt: Callable[[str], Awaitable[str]],
+) -> str:
+    """Try `attempt(server)` on each server in turn; the first success wins, else the last
+    failure is what the client sees (a remote Matrix error relayed, anything else a 502)."""
+    if not servers:
+        raise MatrixError(404, "M_NOT_FOUND", f"No known servers for {room_id}")
+    last: MatrixError | None = None
+    for server in servers:
+        try:
+            return await attempt(server)
+        except (RemoteError, RemoteUnreachable) as exc:
+            logger.info("%s %s via %s failed: %s", action, room_id, server, exc)
+            last = _relay(exc)
+        except (HandshakeFailed, WireFormatError, InvalidPdu) as exc:
+            logger.info("%s %s via %s failed: %s", action, room_id, server, exc)
+            last = MatrixError(502, "M_UNKNOWN", f"{action} via {server} failed: {exc}")
+    assert last is not None
+    raise last
