@@ -45,6 +45,7 @@ from federation.wire_membership import (
 from homeserver.errors import MatrixError
 from homeserver.remote.client import FederationClient, format_path
 from homeserver.remote.errors import RemoteError, RemoteUnreachable
+from homeserver.remote.keyring import KeyUnavailableError
 from homeserver.services.event_builder import (
     NewEvent,
     auth_event_ids_for,
@@ -286,7 +287,7 @@ class RemoteMembershipClient:
             try:
                 key = await self._keyring.get_verify_key(server, key_id, 0)
                 verify_event_signature(event.pdu, event.room_version, server, key_id, key)
-            except (SignatureError, Exception) as exc:
+            except (SignatureError, KeyUnavailableError) as exc:
                 logger.info("invite signature of %s by %s: %s", server, key_id, exc)
                 continue
             return
