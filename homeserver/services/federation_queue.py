@@ -3,7 +3,9 @@
 S2S "Transactions": a transaction carries at most 50 PDUs and 100 EDUs, and "the sending
 server must wait and retry for a 200 OK response before sending a transaction with a different
 `txnId`" (`transactions.yaml`). So a queue has at most one transaction in flight; a failed one
-is retried, unchanged and under the same txnId, until the destination accepts it.
+is retried, unchanged and under the same txnId, until the destination accepts it. The
+transaction is persisted before its first attempt (`federation_inflight_transactions`), so
+this holds across restarts too.
 
 GUIDE.md "Outbound federation": failures back off exponentially up to a cap (the spec leaves
 the schedule to implementations). The retry state is persisted, so a restart does not hammer a
@@ -38,6 +40,7 @@ from homeserver.remote.errors import DestinationNotAllowed, RemoteError, RemoteU
 from homeserver.storage.federation_outbound import (
     NO_BACKOFF,
     FederationOutboundStore,
+    InflightTransaction,
     RetryState,
 )
 
@@ -94,14 +97,6 @@ class QueueLimits:
     max_backlog_edus: int = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Transaction:
-    txn_id: str
-    body: dict[str, Any]
-    stream_orderings: tuple[int, ...]  # the PDUs' rows in federation_outbox
-    edu_ids: tuple[int, ...]  # the durable EDUs' rows in federation_edu_outbox
-
-
 def is_retryable(error: RemoteError) -> bool:
     """Whether a transaction the destination refused may succeed later unchanged.
 
@@ -138,7 +133,9 @@ class DestinationQueue:
         self._clock_ms = clock_ms
         self._rand = rand
         self._ephemeral: list[dict[str, Any]] = []
-        self._pending: _Transaction | None = None
+        self._pending: InflightTransaction | None = None
+        # Whether a transaction left in flight by an earlier run has been looked for.
+        self._inflight_loaded = False
         self._has_work = False
         self._reset_requested = False
         self._retry_now = asyncio.Event()
@@ -212,6 +209,10 @@ class DestinationQueue:
         if self._closed:
             return False
         self._has_work = False
+        if self._pending is None and not self._inflight_loaded:
+            # A transaction an earlier run sent without an answer goes first, unchanged.
+            self._pending = await self._store.get_inflight(self.destination)
+            self._inflight_loaded = True
         transaction = self._pending or await self._next_transaction()
         if transaction is None:
             # wake() may have been called while the queue was read: look again.
@@ -240,8 +241,9 @@ class DestinationQueue:
                 self._reset_requested = False
                 await self._store.set_retry_state(self.destination, NO_BACKOFF)
 
-    async def _next_transaction(self) -> _Transaction | None:
-        """The oldest queued PDUs and EDUs, up to the spec's limits per transaction."""
+    async def _next_transaction(self) -> InflightTransaction | None:
+        """The oldest queued PDUs and EDUs, up to the spec's limits per transaction, saved as
+        this destination's transaction in flight before anything is sent."""
         if self.backing_off:
             # Catching up after an outage: bound what is left first (QueueLimits).
             await self._trim_backlog()
@@ -257,14 +259,16 @@ class DestinationQueue:
         body = build_transaction(
             self._server_name, self._clock_ms(), [pdu.pdu for pdu in pdus], edus
         )
-        return _Transaction(
+        transaction = InflightTransaction(
             txn_id=self._next_txn_id(),
             body=body,
             stream_orderings=tuple(pdu.stream_ordering for pdu in pdus),
             edu_ids=tuple(edu.edu_id for edu in durable),
         )
+        await self._store.save_inflight(self.destination, transaction, self._clock_ms())
+        return transaction
 
-    async def _attempt(self, transaction: _Transaction) -> None:
+    async def _attempt(self, transaction: InflightTransaction) -> None:
         """`PUT /_matrix/federation/v1/send/{txnId}` and act on the outcome."""
         path = format_path(SEND_PATH, transaction.txn_id)
         try:
@@ -292,7 +296,7 @@ class DestinationQueue:
         _log_pdu_errors(self.destination, transaction.txn_id, response)
         await self._succeeded(transaction)
 
-    async def _succeeded(self, transaction: _Transaction) -> None:
+    async def _succeeded(self, transaction: InflightTransaction) -> None:
         await self._store.mark_sent(
             self.destination,
             transaction.stream_orderings,
@@ -302,7 +306,7 @@ class DestinationQueue:
         self._pending = None
         self._retry = NO_BACKOFF
 
-    async def _failed(self, transaction: _Transaction, reason: str) -> None:
+    async def _failed(self, transaction: InflightTransaction, reason: str) -> None:
         previous = self._retry or NO_BACKOFF
         self._retry = self._backoff.after_failure(previous, self._clock_ms(), self._rand)
         # Typing and presence not yet in a transaction are stale by the time we retry.

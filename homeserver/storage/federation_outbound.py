@@ -49,6 +49,16 @@ class QueuedEdu:
 
 
 @dataclass(frozen=True, slots=True)
+class InflightTransaction:
+    """A transaction built for a destination and not yet acknowledged (schema/0013)."""
+
+    txn_id: str
+    body: dict[str, Any]
+    stream_orderings: tuple[int, ...]  # the PDUs' rows in federation_outbox
+    edu_ids: tuple[int, ...]  # the durable EDUs' rows in federation_edu_outbox
+
+
+@dataclass(frozen=True, slots=True)
 class RetryState:
     """A destination's backoff: the next attempt is due at `retry_last_ts + retry_interval_ms`."""
 
@@ -171,6 +181,7 @@ class FederationOutboundStore:
         rows = await self._pool.fetch(
             "SELECT DISTINCT destination FROM federation_outbox"
             " UNION SELECT DISTINCT destination FROM federation_edu_outbox"
+            " UNION SELECT destination FROM federation_inflight_transactions"
         )
         return {row["destination"] for row in rows}
 
@@ -210,6 +221,42 @@ class FederationOutboundStore:
             [(destination, edu_type, text, now_ms) for destination in destinations],
         )
 
+    # --- the transaction in flight (S2S "Transactions": retried under the same txnId) ----
+
+    async def save_inflight(
+        self, destination: str, transaction: InflightTransaction, now_ms: int
+    ) -> None:
+        """Remember `transaction` before its first attempt, so that after a restart it is
+        retried as it was: same txnId, same body."""
+        await self._pool.execute(
+            "INSERT INTO federation_inflight_transactions"
+            " (destination, txn_id, body, stream_orderings, edu_ids, created_ts)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (destination) DO UPDATE SET txn_id = $2, body = $3,"
+            "  stream_orderings = $4, edu_ids = $5, created_ts = $6",
+            destination,
+            transaction.txn_id,
+            orjson.dumps(transaction.body).decode(),
+            list(transaction.stream_orderings),
+            list(transaction.edu_ids),
+            now_ms,
+        )
+
+    async def get_inflight(self, destination: str) -> InflightTransaction | None:
+        row = await self._pool.fetchrow(
+            "SELECT txn_id, body, stream_orderings, edu_ids"
+            " FROM federation_inflight_transactions WHERE destination = $1",
+            destination,
+        )
+        if row is None:
+            return None
+        return InflightTransaction(
+            txn_id=row["txn_id"],
+            body=orjson.loads(row["body"]),
+            stream_orderings=tuple(row["stream_orderings"]),
+            edu_ids=tuple(row["edu_ids"]),
+        )
+
     async def mark_sent(
         self,
         destination: str,
@@ -217,9 +264,14 @@ class FederationOutboundStore:
         edu_ids: Sequence[int],
         now_ms: int,
     ) -> None:
-        """The destination acknowledged a transaction: forget what it carried and clear the
-        destination's backoff, in one database transaction."""
+        """The destination acknowledged a transaction: forget what it carried (and the
+        transaction itself) and clear the destination's backoff, in one database
+        transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM federation_inflight_transactions WHERE destination = $1",
+                destination,
+            )
             if stream_orderings:
                 await conn.execute(
                     "DELETE FROM federation_outbox"
@@ -249,10 +301,12 @@ class FederationOutboundStore:
     async def drop_queue(self, destination: str) -> None:
         """Forget everything queued for `destination` (federation with it is not allowed)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM federation_outbox WHERE destination = $1", destination)
-            await conn.execute(
-                "DELETE FROM federation_edu_outbox WHERE destination = $1", destination
-            )
+            for table in (
+                "federation_outbox",
+                "federation_edu_outbox",
+                "federation_inflight_transactions",
+            ):
+                await conn.execute(f"DELETE FROM {table} WHERE destination = $1", destination)
 
     async def trim_backlog(self, destination: str, max_pdus: int, max_edus: int) -> int:
         """Bound a dead destination's queue: keep its newest `max_pdus` PDUs plus each room's

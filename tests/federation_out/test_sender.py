@@ -231,6 +231,40 @@ async def test_failing_peer_gets_every_event_once_it_recovers_under_the_same_txn
     assert row["last_successful_stream_ordering"] is not None
 
 
+async def test_a_restart_retries_the_transaction_in_flight_with_its_txn_id_and_content(
+    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
+) -> None:
+    room_id, _ = await room_with(harness, peer)
+    async with running_sender(harness, remote, pool):
+        await wait_until(lambda: len(peer.accepted) >= 1)  # the room's history so far
+        peer.fail_next = 1_000  # 500 until told otherwise
+        first = await say(harness, room_id, "in flight when we stop")
+        await wait_until(lambda: any(a.status == 500 for a in peer.attempts))
+    [in_flight] = [a for a in peer.attempts if a.status == 500][:1]
+    assert first.event_id in _ids(in_flight)
+    peer.attempts.clear()
+    # Changes after the attempt must not alter what the retry carries: a new event, and the
+    # event's stored JSON (as a redaction would rewrite it).
+    meanwhile = await say(harness, room_id, "after the stop")
+    await pool.execute(
+        "UPDATE events SET json = replace(json, 'in flight', 'REWRITTEN') WHERE event_id = $1",
+        first.event_id,
+    )
+    await pool.execute("UPDATE federation_destinations SET retry_interval_ms = 0")
+    peer.fail_next = 0
+
+    async with running_sender(harness, remote, pool):
+        await wait_until(lambda: meanwhile.event_id in peer.received_event_ids())
+
+    retried = peer.accepted[0]
+    assert (retried.txn_id, retried.body) == (in_flight.txn_id, in_flight.body)
+    assert meanwhile.event_id not in _ids(retried)
+    later_txn_ids = {a.txn_id for a in peer.accepted[1:]}
+    assert later_txn_ids and in_flight.txn_id not in later_txn_ids
+    assert peer.received_event_ids().count(first.event_id) == 1
+    assert await pool.fetchval("SELECT count(*) FROM federation_inflight_transactions") == 0
+
+
 def _ids(attempt: Attempt) -> list[str]:
     return [event_id_of(pdu) for pdu in attempt.body["pdus"]]
 
