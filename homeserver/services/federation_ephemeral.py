@@ -3,6 +3,10 @@
 S2S "Typing Notifications" (`m.typing`, sent to the servers of the room's members) and
 "Receipts" (`m.receipt`, only `m.read`: private receipts never leave this server). Remote
 users' notifications coming back through the typing service are not echoed.
+
+The listeners run inside the client's request (`PUT /typing`, `POST /receipt`): they only hand
+the EDU to the sender's background router (`queue_edu_to_room`), which looks up the room's
+servers and queues the EDU for each, so the client is answered without waiting for that.
 """
 
 from __future__ import annotations
@@ -22,9 +26,8 @@ RECEIPT_EDU: Final = "m.receipt"
 class RoomEduSender(Protocol):
     """homeserver/services/federation_sender.py `FederationSender`."""
 
-    async def send_edu_to_room(
-        self, room_id: str, edu_type: str, content: Mapping[str, Any]
-    ) -> None: ...
+    def queue_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any]) -> None:
+        """Route the EDU to the room's other servers later, in order; return at once."""
 
 
 def typing_edu_content(room_id: str, user_id: str, typing: bool) -> dict[str, Any]:
@@ -53,13 +56,11 @@ class EphemeralForwarder:
     async def on_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         if server_name_of(user_id) != self._server_name:
             return  # a remote user's typing, received from their server
-        await self._sender.send_edu_to_room(
+        self._sender.queue_edu_to_room(
             room_id, TYPING_EDU, typing_edu_content(room_id, user_id, typing)
         )
 
     async def on_receipt(self, receipt: ReceiptRow) -> None:
         if receipt.receipt_type != READ or server_name_of(receipt.user_id) != self._server_name:
             return
-        await self._sender.send_edu_to_room(
-            receipt.room_id, RECEIPT_EDU, receipt_edu_content(receipt)
-        )
+        self._sender.queue_edu_to_room(receipt.room_id, RECEIPT_EDU, receipt_edu_content(receipt))

@@ -19,6 +19,7 @@ How an event travels (GUIDE.md "Outbound federation"):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 EPHEMERAL_EDU_TYPES: Final = frozenset({"m.typing", "m.presence"})
 # Local events read from the stream per database round trip.
 STREAM_BATCH: Final = 200
+# Room EDUs (typing, receipts) handed over by client requests and not yet routed; beyond
+# this the oldest are dropped (they are stale by then).
+MAX_UNROUTED_ROOM_EDUS: Final = 10_000
 MEMBER: Final = "m.room.member"
 # A kicked or banned user's server must learn of it, though it has no joined member any more.
 _TARGET_NOTIFIED: Final = frozenset({"leave", "ban"})
@@ -98,6 +102,12 @@ class FederationSender:
         self._position = 0
         self._events_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        # Room EDUs waiting to be routed to the room's servers, off the client's request.
+        self._room_edus: collections.deque[tuple[str, str, Mapping[str, Any]]] = collections.deque(
+            maxlen=MAX_UNROUTED_ROOM_EDUS
+        )
+        self._room_edus_ready = asyncio.Event()
+        self._room_edu_router: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- life cycle -----------------------------------------------------------------------
@@ -112,6 +122,9 @@ class FederationSender:
         for destination in await self._store.get_destinations_with_work():
             self._queue(destination).wake()
         self._reader = asyncio.create_task(self._read_stream(), name="federation-stream-reader")
+        self._room_edu_router = asyncio.create_task(
+            self._route_room_edus(), name="federation-room-edu-router"
+        )
         # A local event committed while a lower position was still in flight lies beyond
         # `current_position` when its hook runs; it becomes readable when the position
         # advances past it, which may happen on another room's (remote) commit.
@@ -120,10 +133,11 @@ class FederationSender:
 
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._room_edu_router):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(queue.close() for queue in self._queues.values()))
 
     # --- entry points ---------------------------------------------------------------------
@@ -223,6 +237,29 @@ class FederationSender:
     ) -> None:
         """`send_edu` to every other server in the room (typing, receipts)."""
         await self.send_edu(await self.servers_in_room(room_id), edu_type, content, durable=durable)
+
+    def queue_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any]) -> None:
+        """`send_edu_to_room` without waiting: for EDUs a client request causes (typing,
+        receipts), which must not wait for the database lookups and writes of routing. The
+        EDUs are routed in order by a background task; the oldest are dropped beyond
+        `MAX_UNROUTED_ROOM_EDUS`."""
+        if not self._enabled or self._closed:
+            return
+        self._room_edus.append((room_id, edu_type, content))
+        self._room_edus_ready.set()
+
+    async def _route_room_edus(self) -> None:
+        while not self._closed:
+            await self._room_edus_ready.wait()
+            self._room_edus_ready.clear()
+            while self._room_edus:
+                room_id, edu_type, content = self._room_edus.popleft()
+                try:
+                    await self.send_edu_to_room(room_id, edu_type, content)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("could not send %s to the servers of %s", edu_type, room_id)
 
     def is_backing_off(self, destination: str) -> bool:
         queue = self._queues.get(destination)

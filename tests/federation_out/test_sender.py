@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import asyncpg
@@ -18,8 +18,11 @@ import pytest
 from federation.pdu import Event
 from federation.signing import generate_signing_key
 from homeserver.remote.factory import RemoteServices
+from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_queue import Backoff, QueueLimits
+from homeserver.services.receipts import READ
 from homeserver.storage.federation_outbound import FederationOutboundStore, RetryState
+from homeserver.storage.sync_data import ReceiptRow
 from tests.federation_out.peer import (
     Attempt,
     FakePeer,
@@ -416,6 +419,43 @@ async def test_edus_reach_the_peer_and_durable_ones_survive_an_outage(
     assert peer.received_edus()[1] == {"edu_type": "m.direct_to_device", "content": to_device}
     assert len(peer.received_edus()) == 2
     assert await pool.fetchval("SELECT count(*) FROM federation_edu_outbox") == 0
+
+
+class GatedRoutingStore(FederationOutboundStore):
+    """The real store, whose room-server lookups wait until `open` is set."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.open = asyncio.Event()
+
+    async def get_joined_servers(self, room_ids: Collection[str]) -> dict[str, set[str]]:
+        await self.open.wait()
+        return await super().get_joined_servers(room_ids)
+
+
+async def test_typing_and_receipts_are_forwarded_after_the_client_is_answered(
+    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
+) -> None:
+    room_id, _ = await room_with(harness, peer)
+    store = GatedRoutingStore(pool)
+    async with running_sender(harness, remote, pool, store=store) as sender:
+        forwarder = EphemeralForwarder(sender, SERVER)
+        receipt = ReceiptRow(room_id, READ, ALICE, "", "$read", 1234, 1)
+        # The listeners return while routing (a database lookup) cannot even start.
+        await asyncio.wait_for(forwarder.on_typing(room_id, ALICE, True, 30_000), timeout=1)
+        await asyncio.wait_for(forwarder.on_receipt(receipt), timeout=1)
+        assert peer.received_edus() == []
+
+        store.open.set()
+        await wait_until(lambda: len(peer.received_edus()) == 2)
+
+    typing_edu, receipt_edu = peer.received_edus()
+    assert typing_edu == {
+        "edu_type": "m.typing",
+        "content": {"room_id": room_id, "user_id": ALICE, "typing": True},
+    }
+    assert receipt_edu["edu_type"] == "m.receipt"
+    assert receipt_edu["content"][room_id][READ][ALICE]["event_ids"] == ["$read"]
 
 
 # --- what is never sent -----------------------------------------------------------------------
