@@ -25,6 +25,7 @@ from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
+from homeserver.services.guest_eviction import GuestEviction
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
@@ -317,9 +318,13 @@ async def build_dependencies(
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
         # Joins, leaves and knocks we accept as resident server go on to the room's servers.
         inbound.membership.set_relay(sender.relay_event)
-    return Dependencies(
+    deps = Dependencies(
         config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender, e2ee
     )
+    # C-S "Guest Access": guests leave a room whose m.room.guest_access stops being can_join.
+    eviction = GuestEviction(pool, engine.state, deps.room_services.membership, config.server_name)
+    engine.pipeline.add_persisted_hook(eviction.on_events_persisted)
+    return deps
 
 
 def build_e2ee(

@@ -29,7 +29,7 @@ from homeserver.services.auth import (
     token_hash,
 )
 from homeserver.services.passwords import hash_password_async
-from homeserver.storage import accounts, users
+from homeserver.storage import accounts, guest_accounts, users
 from homeserver.storage.accounts import Device
 
 # Lifetime of access tokens issued with a refresh token (clients that sent
@@ -182,6 +182,57 @@ class AccountService:
                 if user_id is not None:
                     raise MatrixError(400, "M_USER_IN_USE", "User ID already taken") from None
         raise MatrixError(500, "M_UNKNOWN", "Could not generate a free user ID")
+
+    async def check_guest_upgrade(self, guest_access_token: str, username: str | None) -> str:
+        """The user ID of the guest account a `guest_access_token` upgrade would keep.
+
+        C-S "Guest Access": a guest upgrades through the ordinary `/register` flow with
+        `guest_access_token`, and must give its own localpart as `username`. The token must be
+        a live guest's: 403 `M_FORBIDDEN` otherwise, and for a `username` that is not theirs.
+        """
+        if username is None:
+            raise MatrixError(
+                400, "M_MISSING_PARAM", "'username' is required to upgrade a guest account"
+            )
+        try:
+            requester = await self._authenticator.authenticate(guest_access_token)
+        except MatrixError:
+            requester = None
+        if requester is None or not requester.is_guest:
+            raise MatrixError(403, "M_FORBIDDEN", "Invalid guest access token")
+        if self.user_id_for(username) != requester.user_id:
+            raise MatrixError(
+                403, "M_FORBIDDEN", "'username' must be the localpart of the guest account"
+            )
+        return requester.user_id
+
+    async def upgrade_guest(
+        self,
+        user_id: str,
+        password: str | None,
+        *,
+        login: bool = True,
+        device_id: str | None = None,
+        device_display_name: str | None = None,
+        refresh: bool = False,
+    ) -> Session | None:
+        """Make the guest account `user_id` a full account, keeping its ID, devices and
+        tokens; log in a new session unless `login` is False. 400 `M_USER_IN_USE` if the
+        account is no longer a guest (upgraded meanwhile)."""
+        if password is not None:
+            check_password_length(password)
+        password_hash = None if password is None else await hash_password_async(password)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await guest_accounts.upgrade_guest(conn, user_id, password_hash):
+                raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
+            session = None
+            if login:
+                session = await self._new_session(
+                    conn, user_id, device_id, device_display_name, refresh
+                )
+        # Cached tokens still say "guest"; they must now act as the full account.
+        self._authenticator.forget_user(user_id)
+        return session
 
     def _generated_user_id(self) -> str:
         # C-S /register: "If omitted, the homeserver MUST generate a Matrix ID local part."

@@ -6,6 +6,8 @@ flow `m.login.dummy`. Username checks (`M_INVALID_USERNAME`, `M_USER_IN_USE`) co
 UIA exchange, as the spec requires; `M_USER_IN_USE` can still come after it when someone else
 took the name meanwhile. `kind=guest` (C-S "Guest Access") creates a guest account with a
 generated user ID and logs it in, without UIA; it is offered when registration is enabled.
+A guest upgrades to a full account keeping its user ID through the ordinary flow, adding
+`guest_access_token` and giving its own localpart as `username`.
 """
 
 from __future__ import annotations
@@ -64,18 +66,34 @@ def add_routes(
             check_device_id(device_id)
         if display_name is not None:
             check_display_name(display_name)
-        user_id = None if username is None else await accounts.check_available(username)
+        guest_access_token = optional_str(body, "guest_access_token")
+        user_id: str | None = None
+        if guest_access_token is not None:
+            # C-S "Guest Access": upgrading keeps the guest's user ID (checked before UIA).
+            user_id = await accounts.check_guest_upgrade(guest_access_token, username)
+        elif username is not None:
+            user_id = await accounts.check_available(username)
 
         await uia.authenticate(body, operation="register", flows=DUMMY_FLOWS, user_id=None)
 
-        user_id, session = await accounts.register(
-            user_id,
-            password,
-            login=not inhibit_login,
-            device_id=device_id,
-            device_display_name=display_name,
-            refresh=refresh,
-        )
+        if guest_access_token is not None and user_id is not None:
+            session = await accounts.upgrade_guest(
+                user_id,
+                password,
+                login=not inhibit_login,
+                device_id=device_id,
+                device_display_name=display_name,
+                refresh=refresh,
+            )
+        else:
+            user_id, session = await accounts.register(
+                user_id,
+                password,
+                login=not inhibit_login,
+                device_id=device_id,
+                device_display_name=display_name,
+                refresh=refresh,
+            )
         response: dict[str, Any] = {"user_id": user_id, "home_server": accounts.server_name}
         if session is not None:
             response.update(session.to_json())
