@@ -84,6 +84,11 @@ class InviteReceiver:
             await self._store_invite(signed, room_version, event.event_id, invite_state)
         return build_invite_response(signed)
 
+    async def room_version_of(self, room_id: str) -> str | None:
+        """The version of a room we know (for v1 invites, whose body does not name it)."""
+        version = await self._cache.get_room_version(room_id)
+        return None if version is None else version.identifier
+
     async def _checked_invite(
         self,
         origin: str,
