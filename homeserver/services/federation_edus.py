@@ -20,6 +20,7 @@ from federation.edus import (
     PresenceEdu,
     Receipt,
     ReceiptEdu,
+    SigningKeyUpdateEdu,
     TypingEdu,
     parse_edu,
     restrict_edu_to_origin,
@@ -58,6 +59,15 @@ class DeviceListSink(Protocol):
     async def mark_changed(self, user_id: str) -> int: ...
 
 
+class RemoteKeysSink(Protocol):
+    """homeserver/services/remote_device_lists.py `RemoteDeviceKeys`: the cache of remote
+    users' devices and keys."""
+
+    async def on_device_list_update(self, edu: DeviceListUpdateEdu) -> None: ...
+
+    async def on_signing_key_update(self, edu: SigningKeyUpdateEdu) -> None: ...
+
+
 class EduDispatcher:
     def __init__(
         self,
@@ -67,12 +77,14 @@ class EduDispatcher:
         receipts: ReceiptSink | None = None,
         to_device: ToDeviceSink | None = None,
         device_lists: DeviceListSink | None = None,
+        remote_keys: RemoteKeysSink | None = None,
     ) -> None:
         self._cache = cache
         self._typing = typing
         self._receipts = receipts
         self._to_device = to_device
         self._device_lists = device_lists
+        self._remote_keys = remote_keys
 
     async def on_edu(self, origin: str, edu: Mapping[str, Any]) -> None:
         """Handle one EDU from `origin`; never raises for bad input."""
@@ -100,12 +112,22 @@ class EduDispatcher:
             logger.debug("presence of %d users from %s ignored", len(edu.push), origin)
         elif isinstance(edu, DirectToDeviceEdu) and self._to_device is not None:
             await self._to_device.on_direct_to_device(origin, edu)
-        elif isinstance(edu, DeviceListUpdateEdu) and self._device_lists is not None:
-            # S2S "Device Management": local users sharing a room see the user under
-            # device_lists.changed and query the keys again (nothing is cached here).
-            await self._device_lists.mark_changed(edu.user_id)
+        elif isinstance(edu, DeviceListUpdateEdu | SigningKeyUpdateEdu):
+            await self._on_key_change(edu)
         else:
             logger.debug("no handler for %s from %s", type(edu).__name__, origin)
+
+    async def _on_key_change(self, edu: DeviceListUpdateEdu | SigningKeyUpdateEdu) -> None:
+        """S2S "Device Management" / "End-to-End Encryption": the cache of the user's keys is
+        updated (homeserver/services/remote_device_lists.py), then local users sharing a room
+        see the user under device_lists.changed and query the keys again."""
+        if self._remote_keys is not None:
+            if isinstance(edu, DeviceListUpdateEdu):
+                await self._remote_keys.on_device_list_update(edu)
+            else:
+                await self._remote_keys.on_signing_key_update(edu)
+        if self._device_lists is not None:
+            await self._device_lists.mark_changed(edu.user_id)
 
     async def _on_typing(self, origin: str, edu: TypingEdu) -> None:
         """S2S "Typing Notifications": only for a user joined to the room."""
