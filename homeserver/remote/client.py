@@ -11,9 +11,9 @@ the IP range policy (homeserver/remote/ipfilter.py) through the session's connec
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -37,6 +37,7 @@ _READ_CHUNK: Final = 64 * 1024
 
 QueryValue: TypeAlias = str | int | bool | Sequence[str]
 Query: TypeAlias = Mapping[str, QueryValue]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,39 @@ class FederationClient:
         connection, TLS, timeout; `AddressBlocked` for denied IP ranges) or `RemoteError` (an
         error status, or a body that is too large or not JSON).
         """
+        return await self._request(
+            method, destination, path, content, query, timeout_s, self._read_response
+        )
+
+    async def get_streamed(
+        self,
+        destination: str,
+        path: str,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        query: Query | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> T:
+        """A signed GET whose 2xx response `consume` reads itself (media: a multipart body too
+        large to hold as JSON); error statuses raise `RemoteError` as for `request_json`."""
+
+        async def read(destination: str, response: aiohttp.ClientResponse) -> T:
+            if 200 <= response.status < 300:
+                return await consume(response)
+            return cast(T, await self._read_response(destination, response))
+
+        return await self._request("GET", destination, path, None, query, timeout_s, read)
+
+    async def _request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        content: Any | None,
+        query: Query | None,
+        timeout_s: float | None,
+        read: Callable[[str, aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
         if not self._server_policy.allows(destination):
             raise DestinationNotAllowed(
                 destination, self._server_policy.refusal_reason(destination)
@@ -198,7 +232,7 @@ class FederationClient:
                     allow_redirects=False,
                     timeout=timeout,
                 ) as response:
-                    return await self._read_response(destination, response)
+                    return await read(destination, response)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Could not connect to this target (refused, DNS, blocked, TLS, connect timeout):
                 # nothing was sent, so the next target may be tried.
