@@ -186,6 +186,12 @@ class LimitsConfig(_Section):
 
 class MediaConfig(_Section):
     max_upload_size: ByteSize = 50 * 1024 * 1024  # advertised as m.upload.size
+    store_path: Path | None = None  # uploaded and cached media; None: <data_dir>/media
+
+    @field_validator("store_path")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else values.resolve_path(value, _base_dir(info))
 
 
 class OldVerifyKey(_Section):

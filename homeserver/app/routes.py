@@ -34,6 +34,7 @@ from homeserver.http.client import directory as directory_http
 from homeserver.http.client import filter as filter_http
 from homeserver.http.client import hierarchy as hierarchy_http
 from homeserver.http.client import keys as keys_http
+from homeserver.http.client import media as media_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
 from homeserver.http.client import profile as profile_http
@@ -51,6 +52,7 @@ from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
 from homeserver.http.federation import key_query as federation_key_query
 from homeserver.http.federation import keys as federation_keys
+from homeserver.http.federation import media as federation_media
 from homeserver.http.federation import public_rooms as federation_public_rooms
 from homeserver.http.federation import routes as federation_routes
 from homeserver.http.federation import version as federation_version
@@ -141,6 +143,7 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     _add_room_routes(router, deps)
     _add_room_read_routes(router, deps)
     _add_sync_routes(router, deps)
+    media_http.add_routes(router, deps.account_services.auth, deps.media)
 
 
 def _add_sync_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
@@ -239,6 +242,7 @@ def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> Non
             on_origin_seen=sender.on_inbound_request if sender is not None else None,
         )
         federation_public_rooms.add_routes(router, auth, deps.room_services.directory)
+        federation_media.add_routes(router, auth, deps.media)
         federation_routes.add_routes(
             router,
             auth,

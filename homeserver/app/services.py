@@ -26,6 +26,8 @@ from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.guest_eviction import GuestEviction
+from homeserver.services.media import MediaService
+from homeserver.services.media_setup import build_media_service
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.profiles import ProfileService
@@ -233,6 +235,8 @@ class Dependencies:
     federation_sender: FederationSender | None = None
     # Keys, cross-signing, send-to-device (C-S "End-to-End Encryption").
     e2ee: E2eeServices | None = None
+    # The content repository: uploads, downloads (other servers' media too), thumbnails.
+    media: MediaService = field(init=False)
 
     def __post_init__(self) -> None:
         # A deleted device's keys and inbox go, and it is a device list change.
@@ -248,6 +252,10 @@ class Dependencies:
             RoomServices.build(self.config, self.pool, self.engine, federation),
         )
         object.__setattr__(self, "room_reads", RoomReadServices.build(self.pool, self.engine.state))
+        remote_client = self.remote.client if self.remote is not None else None
+        object.__setattr__(
+            self, "media", build_media_service(self.config, self.pool, remote_client)
+        )
         if self.remote is not None and self.federation_inbound is not None:
             # /messages fetches older history from the servers in the room (issue 5).
             backfiller = RemoteBackfiller(
