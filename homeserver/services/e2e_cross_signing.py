@@ -1,14 +1,19 @@
 """Cross-signing (C-S "Cross-signing", cross_signing.yaml): POST /keys/device_signing/upload
 and POST /keys/signatures/upload. User-interactive auth is the HTTP layer's; `needs_uia`
-says when the spec requires it."""
+says when the spec requires it.
+
+New master or self-signing keys go to every server sharing a room with the user as an
+`m.signing_key_update` EDU (S2S "End-to-End Encryption"); the user-signing key never leaves
+this server."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
 
+from federation.ids import server_name_of
 from federation.signing import SignatureError, decode_verify_key, verify_json
-from homeserver.services.device_lists import DeviceLists
+from homeserver.services.device_lists import DeviceLists, EduSender
 from homeserver.services.e2e_keys import bad_json, public_key_of, user_map
 from homeserver.storage.e2e_keys import E2eKeysStore, SignatureRow
 
@@ -18,6 +23,9 @@ KEY_FIELDS: Final = {
     "self_signing_key": "self_signing",
     "user_signing_key": "user_signing",
 }
+SIGNING_KEY_UPDATE: Final = "m.signing_key_update"
+# Key type → field of m.signing_key_update (the keys other servers may see).
+SHARED_KEY_FIELDS: Final = {"master": "master_key", "self_signing": "self_signing_key"}
 
 
 def _unsigned(key: Mapping[str, Any]) -> dict[str, Any]:
@@ -25,9 +33,13 @@ def _unsigned(key: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class CrossSigning:
-    def __init__(self, store: E2eKeysStore, device_lists: DeviceLists) -> None:
+    def __init__(
+        self, store: E2eKeysStore, device_lists: DeviceLists, sender: EduSender | None = None
+    ) -> None:
         self._store = store
         self._device_lists = device_lists
+        # Sends m.signing_key_update to other servers; None without federation.
+        self._sender = sender
 
     def _parse_keys(self, user_id: str, body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         keys: dict[str, dict[str, Any]] = {}
@@ -69,6 +81,23 @@ class CrossSigning:
         for key_type, key in keys.items():
             await self._store.set_cross_signing_key(user_id, key_type, key, position)
         await self._device_lists.mark_changed(user_id)
+        await self._send_signing_key_update(user_id, keys)
+
+    async def _send_signing_key_update(
+        self, user_id: str, keys: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """S2S "End-to-End Encryption": `m.signing_key_update` with the new master and/or
+        self-signing key, to every server sharing a room with the user."""
+        content: dict[str, Any] = {"user_id": user_id}
+        for key_type, field in SHARED_KEY_FIELDS.items():
+            if key_type in keys:
+                content[field] = dict(keys[key_type])
+        if self._sender is None or len(content) == 1:
+            return
+        sharing = await self._store.get_users_sharing_rooms(user_id)
+        servers = {server_name_of(other) for other in sharing} - {server_name_of(user_id)}
+        if servers:
+            await self._sender.send_edu(sorted(servers), SIGNING_KEY_UPDATE, content)
 
     async def upload_signatures(self, user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Keep every valid signature by the requester; report the others under `failures`
