@@ -16,6 +16,13 @@ negative stream positions, no /sync wake-up, no federation sending, no push, no 
 current state or forward extremities. Soft failure (step 6) is not applied: the events are
 older than the current state. /messages calls `backfill` when a backward page runs out
 (homeserver/services/pagination.py).
+
+Events we hold only as outliers (the room state received when we joined, auth events fetched
+to check others) are not part of the timeline, so they do not stop backfill: a prev event held
+as an outlier counts as missing, and when it comes back in a backfill answer it is
+"de-outliered" — given the state before it, state groups and a (negative) stream position, and
+flagged as a timeline event (homeserver/storage/outliers.py) — so /messages shows it and goes
+on past it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from homeserver.services.federation_fetch import (
 from homeserver.services.federation_inbound import EventNotProcessed, PduReceiver
 from homeserver.services.state import RoomStateCache
 from homeserver.storage.events import EventsStore
+from homeserver.storage.outliers import OutlierStore, Promotion
+from homeserver.storage.state import NewStateGroup, plan_state_group
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +75,7 @@ class RemoteBackfiller:
         events: EventsStore,
         pipeline: EventPipeline,
         server_name: str,
+        outliers: OutlierStore | None = None,
     ) -> None:
         self._requester = requester
         self._fetcher = RemoteRoomFetcher(requester)
@@ -75,6 +85,8 @@ class RemoteBackfiller:
         self._events = events
         self._pipeline = pipeline
         self._server_name = server_name
+        # Without it, outliers are held like timeline events (and end backfill).
+        self._outliers = outliers
         # One backfill of a room at a time: a second /messages waits and finds it done.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -102,11 +114,17 @@ class RemoteBackfiller:
         return earliest is not None and bool(await self.missing_prev_events(earliest))
 
     async def missing_prev_events(self, earliest: Event) -> list[str]:
-        """The prev events of our earliest timeline event that we do not hold: where backfill
-        starts (empty: nothing to fetch, e.g. the room's create event)."""
+        """The prev events of our earliest timeline event that we do not hold in the timeline
+        (unknown, or only outliers): where backfill starts (empty: nothing to fetch, e.g. the
+        room's create event)."""
         prevs = list(earliest.prev_event_ids)
-        have = await self._events.have_events(prevs)
+        have = await self._held_in_timeline(prevs)
         return [p for p in prevs if p not in have]
+
+    async def _held_in_timeline(self, event_ids: Sequence[str]) -> set[str]:
+        if self._outliers is None:
+            return await self._events.have_events(event_ids)
+        return await self._outliers.get_timeline_events(event_ids)
 
     async def backfill_servers(self, room_id: str) -> list[str]:
         """Servers with a joined user in the room now, other than us."""
@@ -170,8 +188,59 @@ class RemoteBackfiller:
             items.append(RemoteEvent(event, state_before, rejected_reason=reason))
         if not items:
             return []
-        await self._pipeline.persist_remote_events(room_id, items, backfilled=True)
-        return [item.event.event_id for item in items]
+        held = await self._outlier_ids(items)
+        new = [item for item in items if item.event.event_id not in held]
+        if new:
+            await self._pipeline.persist_remote_events(room_id, new, backfilled=True)
+        promoted = await self._promote(room_id, [i for i in items if i.event.event_id in held])
+        return [i.event.event_id for i in items if i.event.event_id not in held - promoted]
+
+    async def _outlier_ids(self, items: Sequence[RemoteEvent]) -> set[str]:
+        """Which of these events we hold as outliers (to be promoted, not inserted)."""
+        if self._outliers is None:
+            return set()
+        return await self._outliers.get_outliers([item.event.event_id for item in items])
+
+    async def _promote(self, room_id: str, items: Sequence[RemoteEvent]) -> set[str]:
+        """De-outlier events we held as outliers, now that the state before each is known:
+        state groups (before: the state before it; after: with it, for an accepted state
+        event) and a backfill position each. One failing the state before it stays an outlier
+        (it may be part of the room's current state)."""
+        accepted = [item for item in items if item.rejected_reason is None]
+        for item in items:
+            if item.rejected_reason is not None:
+                logger.info(
+                    "outlier %s left as it is: %s", item.event.event_id, item.rejected_reason
+                )
+        if not accepted or self._outliers is None:
+            return set()
+        positions = await self._events.allocate_backfill_positions(len(accepted))
+        _, group_ids = await self._events.allocate_ids(0, 2 * len(accepted))
+        promotions: list[Promotion] = []
+        groups: list[NewStateGroup] = []
+        for item, position in zip(accepted, positions, strict=True):
+            assert item.state_before is not None
+            before = plan_state_group(group_ids.pop(0), room_id, item.state_before, None, None)
+            groups.append(before)
+            after_group = before.state_group
+            event = item.event
+            if event.is_state:
+                after_state = {**item.state_before, event.state_tuple: event.event_id}
+                after = plan_state_group(
+                    group_ids.pop(0), room_id, after_state, before.info, item.state_before
+                )
+                groups.append(after)
+                after_group = after.state_group
+            promotions.append(Promotion(event, position, before.state_group, after_group))
+        promoted = await self._outliers.promote_outliers(promotions, groups)
+        for promotion in promotions:
+            if promotion.event.event_id in promoted:
+                self._cache.cache_event_groups(
+                    promotion.event.event_id,
+                    promotion.state_group_after,
+                    promotion.state_group_before,
+                )
+        return set(promoted)
 
     async def _state_before(
         self, origin: str, event: Event, batch: Mapping[str, StateIds], *, may_fetch: bool
@@ -226,7 +295,7 @@ class RemoteBackfiller:
             except DroppedPdu as exc:
                 logger.info("dropping a backfilled PDU from %s: %s", origin, exc)
                 continue
-            if event.room_id != room_id or await self._events.have_events([event.event_id]):
+            if event.room_id != room_id or await self._held_in_timeline([event.event_id]):
                 continue
             try:
                 reason = await self._receiver.check_auth_against_auth_events(origin, event)

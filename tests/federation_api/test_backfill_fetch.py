@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from homeserver.services.federation_backfill import RemoteBackfiller
+from homeserver.storage.outliers import OutlierStore
 from tests.federation_api.conftest import JoinedRoom
 from tests.federation_api.support import World
 from tests.federation_api.test_transactions import message
@@ -36,6 +37,7 @@ def backfiller(world: World, requester: RecordingRequester) -> RemoteBackfiller:
         events=world.deps.engine.events,
         pipeline=world.deps.engine.pipeline,
         server_name=world.deps.config.server_name,
+        outliers=OutlierStore(world.deps.pool),
     )
 
 
