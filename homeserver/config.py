@@ -194,6 +194,19 @@ class MediaConfig(_Section):
         return None if value is None else values.resolve_path(value, _base_dir(info))
 
 
+class PresenceConfig(_Section):
+    enabled: StrictBool = True  # false: PUT status ignored, everyone offline, no presence EDUs
+    idle_timeout: PositiveFloat = 300.0  # seconds without activity before online → unavailable
+    offline_timeout: PositiveFloat = 30.0  # seconds after a user's last /sync before offline
+
+
+class PushersConfig(_Section):
+    # Gateway requests refuse private and loopback addresses unless listed here.
+    gateway_ip_range_allowlist: tuple[Cidr, ...] = ()
+    allow_http_gateways: StrictBool = False  # pusher.yaml: data.url "MUST be an HTTPS URL"
+    gateway_timeout: PositiveFloat = 10.0  # seconds for one request to a push gateway
+
+
 class OldVerifyKey(_Section):
     """A retired signing key, published in `old_verify_keys` of /_matrix/key/v2/server."""
 
@@ -219,6 +232,8 @@ class Config(_Section):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    presence: PresenceConfig = Field(default_factory=PresenceConfig)
+    pushers: PushersConfig = Field(default_factory=PushersConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_room_version: str = "11"
     public_baseurl: StrictStr | None = None  # the client API's public URL, for .well-known

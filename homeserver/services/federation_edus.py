@@ -68,6 +68,12 @@ class RemoteKeysSink(Protocol):
     async def on_signing_key_update(self, edu: SigningKeyUpdateEdu) -> None: ...
 
 
+class PresenceSink(Protocol):
+    """homeserver/services/presence_federation.py `PresenceEduSink`."""
+
+    async def on_presence(self, origin: str, edu: PresenceEdu) -> None: ...
+
+
 class EduDispatcher:
     def __init__(
         self,
@@ -78,6 +84,7 @@ class EduDispatcher:
         to_device: ToDeviceSink | None = None,
         device_lists: DeviceListSink | None = None,
         remote_keys: RemoteKeysSink | None = None,
+        presence: PresenceSink | None = None,
     ) -> None:
         self._cache = cache
         self._typing = typing
@@ -85,6 +92,7 @@ class EduDispatcher:
         self._to_device = to_device
         self._device_lists = device_lists
         self._remote_keys = remote_keys
+        self._presence = presence
 
     async def on_edu(self, origin: str, edu: Mapping[str, Any]) -> None:
         """Handle one EDU from `origin`; never raises for bad input."""
@@ -106,10 +114,9 @@ class EduDispatcher:
             await self._on_typing(origin, edu)
         elif isinstance(edu, ReceiptEdu):
             await self._on_receipts(origin, edu)
-        elif isinstance(edu, PresenceEdu):
-            # S2S "Presence": accepted (already restricted to the origin's users) and not kept:
-            # this server has no presence (C-S presence is optional).
-            logger.debug("presence of %d users from %s ignored", len(edu.push), origin)
+        elif isinstance(edu, PresenceEdu) and self._presence is not None:
+            # S2S "Presence": already restricted to the origin's own users.
+            await self._presence.on_presence(origin, edu)
         elif isinstance(edu, DirectToDeviceEdu) and self._to_device is not None:
             await self._to_device.on_direct_to_device(origin, edu)
         elif isinstance(edu, DeviceListUpdateEdu | SigningKeyUpdateEdu):

@@ -74,6 +74,8 @@ class SyncStreams:
         self.account_data = account_data
         self.to_device = to_device
         self.device_lists = device_lists
+        # In-memory presence; set by homeserver/services/presence_setup.py when enabled.
+        self.presence: AuxStream | None = None
 
     def current_token(self) -> SyncToken:
         return SyncToken(
@@ -83,10 +85,13 @@ class SyncStreams:
             account_data=self.account_data.current_position,
             to_device=self.to_device.current_position,
             device_lists=self.device_lists.current_position,
+            presence=self.presence.current_position if self.presence is not None else 0,
         )
 
     def _waits(self, since: SyncToken) -> list[tuple[Notifier, int]]:
+        presence = [] if self.presence is None else [(self.presence.notifier, since.presence)]
         return [
+            *presence,
             (self.events, since.events),
             (self.typing.notifier, since.typing),
             (self.receipts.notifier, since.receipts),

@@ -1,12 +1,14 @@
 """The /sync token (`next_batch`, `since`): one position per stream /sync reads.
 
-    s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>
+    s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>[_<presence>]
 
 Opaque to clients (C-S "Syncing"). Every position but typing lives in the database, so a token
 stays valid across restarts; typing is in memory, and a typing position from before a restart
-reads as "send the current typing state". Its first part is the event stream position, so the
-token is also a pagination token (homeserver/services/tokens.py accepts `s<N>_…`), as clients
-use it for `/messages?from=<since>` to fill a gap.
+reads as "send the current typing state". Presence is in memory too (its positions start at the
+process's start time, homeserver/services/presence.py); a token without it reads as presence 0.
+Its first part is the event stream position, so the token is also a pagination token
+(homeserver/services/tokens.py accepts `s<N>_…`), as clients use it for `/messages?from=<since>`
+to fill a gap.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Final
 from homeserver.errors import MatrixError
 
 _NUMBER: Final = r"(?:0|[1-9][0-9]{0,18})"
-_TOKEN: Final = re.compile(rf"s{_NUMBER}(?:_{_NUMBER}){{5}}", re.ASCII)
+_TOKEN: Final = re.compile(rf"s{_NUMBER}(?:_{_NUMBER}){{5,6}}", re.ASCII)
 _MAX_POSITION: Final = 2**63 - 1
 
 
@@ -30,6 +32,7 @@ class SyncToken:
     account_data: int = 0
     to_device: int = 0
     device_lists: int = 0
+    presence: int = 0
 
     def __str__(self) -> str:
         return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
@@ -59,4 +62,5 @@ class SyncToken:
             account_data=min(self.account_data, current.account_data),
             to_device=min(self.to_device, current.to_device),
             device_lists=min(self.device_lists, current.device_lists),
+            presence=0 if self.presence > current.presence else self.presence,
         )

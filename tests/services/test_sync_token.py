@@ -26,7 +26,7 @@ def test_token_round_trips(parts: tuple[int, int, int, int, int, int]) -> None:
         "s",
         "s1",
         "s1_2_3_4_5",
-        "s1_2_3_4_5_6_7",
+        "s1_2_3_4_5_6_7_8",
         "t1_2_3_4_5_6",
         "s01_0_0_0_0_0",
         "s-1_0_0_0_0_0",
@@ -56,3 +56,11 @@ def test_is_after_compares_every_stream() -> None:
     base = SyncToken(1, 1, 1, 1, 1, 1)
     assert SyncToken(1, 1, 2, 1, 1, 1).is_after(base)
     assert not base.is_after(base)
+
+
+def test_presence_position_is_optional_and_capped_like_typing() -> None:
+    assert SyncToken.parse("s1_2_3_4_5_6") == SyncToken(1, 2, 3, 4, 5, 6, presence=0)
+    assert SyncToken.parse("s1_2_3_4_5_6_7").presence == 7
+    current = SyncToken(presence=100)
+    assert SyncToken(presence=200).capped(current).presence == 0  # from before a restart
+    assert SyncToken(presence=50).capped(current).presence == 50

@@ -11,6 +11,7 @@ from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.http.client.routing import add_client_route
 from homeserver.http.json_io import json_response
 from homeserver.services.auth import Requester
+from homeserver.services.presence import PresenceService
 from homeserver.services.sync import SyncRequest, SyncService
 from homeserver.services.sync_filters import SyncFilters
 from homeserver.services.sync_token import SyncToken
@@ -35,7 +36,11 @@ def parse_timeout(value: str | None) -> int:
 
 
 def add_routes(
-    router: web.UrlDispatcher, auth: ClientAuth, sync: SyncService, filters: SyncFilters
+    router: web.UrlDispatcher,
+    auth: ClientAuth,
+    sync: SyncService,
+    filters: SyncFilters,
+    presence: PresenceService | None = None,
 ) -> None:
     @auth.user
     async def get_sync(request: web.Request, requester: Requester) -> web.Response:
@@ -54,6 +59,10 @@ def add_routes(
             full_state=parse_bool_param(query.get("full_state"), "full_state"),
             timeout_ms=parse_timeout(query.get("timeout")),
         )
-        return json_response(await sync.sync(sync_request))
+        if presence is None:
+            return json_response(await sync.sync(sync_request))
+        # C-S "Presence": a syncing user is online unless set_presence says otherwise.
+        async with presence.syncing(requester.user_id, set_presence):
+            return json_response(await sync.sync(sync_request))
 
     add_client_route(router, "GET", "/sync", get_sync)
