@@ -34,6 +34,7 @@ from homeserver.http.client import directory as directory_http
 from homeserver.http.client import filter as filter_http
 from homeserver.http.client import hierarchy as hierarchy_http
 from homeserver.http.client import keys as keys_http
+from homeserver.http.client import legacy as legacy_http
 from homeserver.http.client import media as media_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
@@ -41,12 +42,14 @@ from homeserver.http.client import profile as profile_http
 from homeserver.http.client import pushrules as pushrules_http
 from homeserver.http.client import receipts as receipts_http
 from homeserver.http.client import relations as relations_http
+from homeserver.http.client import reports as reports_http
 from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
 from homeserver.http.client import room_upgrade as room_upgrade_http
 from homeserver.http.client import rooms_create as rooms_create_http
 from homeserver.http.client import sync as sync_http
 from homeserver.http.client import tags as tags_http
+from homeserver.http.client import timestamp_lookup as timestamp_http
 from homeserver.http.client import to_device as to_device_http
 from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
@@ -64,10 +67,16 @@ from homeserver.http.middleware import (
     body_limit_middleware,
     cors_middleware,
 )
+from homeserver.services.event_stream import EventStream
 from homeserver.services.federation_user_keys import FederationUserKeys
+from homeserver.services.legacy_sync import LegacySync
+from homeserver.services.reports import ReportService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.space_hierarchy import SpaceHierarchy
+from homeserver.services.timestamp_lookup import TimestampLookup
 from homeserver.storage.aliases import AliasesStore
+from homeserver.storage.legacy_reads import LegacyReadsStore
+from homeserver.storage.room_directory import RoomDirectoryStore
 
 ListenerType = Literal["client", "federation"]
 
@@ -143,6 +152,7 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     _add_room_routes(router, deps)
     _add_room_read_routes(router, deps)
     _add_sync_routes(router, deps)
+    _add_legacy_and_report_routes(router, deps)
     media_http.add_routes(router, deps.account_services.auth, deps.media)
 
 
@@ -161,6 +171,27 @@ def _add_sync_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
             router, auth, deps.e2ee.keys, deps.e2ee.cross_signing, deps.account_services.uia
         )
         to_device_http.add_routes(router, auth, deps.e2ee.to_device)
+
+
+def _add_legacy_and_report_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    """Deprecated initialSync and /events, timestamp_to_event, content reports."""
+    auth, reads, engine = deps.account_services.auth, deps.room_reads, deps.engine
+    legacy_store = LegacyReadsStore(deps.pool)
+    legacy = LegacySync(
+        reader=reads.reader,
+        paginator=reads.paginator,
+        rooms=engine.rooms,
+        directory=RoomDirectoryStore(deps.pool),
+        account_data=deps.sync.account_data,
+        notifier=engine.notifier,
+    )
+    stream = EventStream(
+        reader=reads.reader, store=legacy_store, rooms=engine.rooms, notifier=engine.notifier
+    )
+    legacy_http.add_routes(router, auth, legacy, stream)
+    timestamp_http.add_routes(router, auth, TimestampLookup(reads.reader, legacy_store))
+    reports = ReportService(deps.pool, reads.reader, deps.config.server_name)
+    reports_http.add_routes(router, auth, reports)
 
 
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
