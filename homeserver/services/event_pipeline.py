@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from homeserver.services.event_builder import (
 )
 from homeserver.services.event_commit import BatchCommitter, PersistedHook
 from homeserver.services.notifier import Notifier
+from homeserver.services.remote_batch import RemoteBatch, RemoteEvent, open_remote_batch
 from homeserver.services.room_batch import BatchApplier, RoomBatch
 from homeserver.services.room_writers import RoomWriters
 from homeserver.services.state import RoomStateCache
@@ -46,28 +48,20 @@ from homeserver.services.streams import StreamTracker
 from homeserver.storage.events import EventsStore
 from homeserver.storage.rooms import ClientTransaction, RoomsStore
 
-__all__ = ["DEFAULT_MAX_BATCH", "EventPipeline", "PersistedHook", "RemoteEvent", "now_ms"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "EventPipeline",
+    "PersistedHook",
+    "RemoteBatch",
+    "RemoteEvent",
+    "now_ms",
+]
 
 DEFAULT_MAX_BATCH: Final = 100
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteEvent:
-    """A received event and the verdict of the S2S receipt checks (issue 5)."""
-
-    event: Event
-    # State before the event (required unless `outlier`).
-    state_before: Mapping[StateKey, str] | None
-    rejected_reason: str | None = None
-    soft_failed: bool = False
-    outlier: bool = False
-    # An invite (or its rejection) for a local user in a room we are not in: an outlier that
-    # still sets the user's membership for /sync.
-    out_of_band_membership: bool = False
 
 
 @dataclass(slots=True)
@@ -311,47 +305,44 @@ class EventPipeline:
     async def _persist_remote(
         self, room_id: str, items: Sequence[RemoteEvent], backfilled: bool
     ) -> dict[str, int]:
-        stored = await self._events.get_event_rows(i.event.event_id for i in items)
-        result = {event_id: row.stream_ordering for event_id, row in stored.items()}
-        items = [i for i in items if i.event.event_id not in stored]
+        result = await self._events.get_stream_orderings(i.event.event_id for i in items)
+        items = [i for i in items if i.event.event_id not in result]
         if not items:
             return result
         if any(i.event.room_id != room_id for i in items):
             raise ValueError("persist_remote_events takes events of one room")
-        room = await self._state.get_room_state(room_id)
-        room_version = items[0].event.room_version
-        if room is not None and room.room_version != room_version:
-            raise ValueError(f"{room_id} is a room of version {room.room_version.identifier}")
-        if backfilled and room is None:
-            raise ValueError(f"cannot backfill {room_id}: this server is not in the room")
-        batch = RoomBatch.from_room(room) if room else RoomBatch.new(room_id, room_version, False)
-        ids = [i.event.event_id for i in items]
-        with_children = await self._events.get_events_with_children(ids)
-        late_redactions = await self._events.get_pending_redactions(ids)
-        batch.state_group_hint = 2 * len(items)
+        batch = await self._open_remote_batch(
+            room_id, items[0].event.room_version, [i.event.event_id for i in items], backfilled
+        )
         for item in items:
-            if not item.outlier and item.state_before is None:
-                raise ValueError(f"{item.event.event_id}: state_before is required")
-            await self._applier.add_event(
-                batch,
-                item.event,
-                item.state_before or {},
-                None,
-                outlier=item.outlier,
-                soft_failed=item.soft_failed,
-                rejection_reason=item.rejected_reason,
-                has_stored_child=item.event.event_id in with_children,
-                out_of_band_membership=item.out_of_band_membership,
-                backfilled=backfilled,
-            )
-        await self._applier.apply_late_redactions(batch, late_redactions)
-        if backfilled:
-            persisted = await self._committer.commit_backfilled(batch)
-        else:
-            persisted = await self._committer.commit(batch)
-            await self._committer.run_hooks([p.event for p in persisted if p.visible_to_clients])
-        result.update((p.event.event_id, p.stream_ordering) for p in persisted)
+            await batch.add(item)
+        result.update(await batch.commit())
         return result
+
+    @asynccontextmanager
+    async def remote_batch(
+        self, room_id: str, room_version: RoomVersion, event_ids: Sequence[str]
+    ) -> AsyncIterator[RemoteBatch]:
+        """Hold the room's write lock with an open batch of received events: the caller adds
+        events one at a time (each seeing the room as the ones before left it) and commits
+        them in one transaction, or leaves without committing and nothing is written.
+        `event_ids`: the events that may be added (none of them stored yet)."""
+        async with self._writers.exclusive(room_id):
+            yield await self._open_remote_batch(room_id, room_version, event_ids, False)
+
+    async def _open_remote_batch(
+        self, room_id: str, room_version: RoomVersion, event_ids: Sequence[str], backfilled: bool
+    ) -> RemoteBatch:
+        return await open_remote_batch(
+            state=self._state,
+            events=self._events,
+            applier=self._applier,
+            committer=self._committer,
+            room_id=room_id,
+            room_version=room_version,
+            event_ids=event_ids,
+            backfilled=backfilled,
+        )
 
     async def close(self) -> None:
         """Wait for queued local events to be committed (shutdown)."""

@@ -14,7 +14,8 @@ Rejected and soft-failed events are stored too ("Rejection", "Soft failure"), th
 had is not stored at all, and the sender is told why; it may send it again.
 
 Events of one room are received one at a time (a lock per room), so each sees the state its
-predecessor left.
+predecessor left. The PDUs of one room in one transaction are decided one by one against an
+open batch and committed together (homeserver/services/federation_inbound_batch.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_access import server_acl_allows
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
 from homeserver.services.federation_fetch import FetchFailed, RemoteRoomFetcher
-from homeserver.services.state import RoomStateCache
+from homeserver.services.remote_batch import RemoteBatch
+from homeserver.services.state import LruCache, RoomStateCache
 from homeserver.storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ StateIds = Mapping[StateKey, str]
 MISSING_EVENTS_LIMIT: Final = 10
 # At most this many prev events of one event are filled with a /state request each.
 MAX_STATE_FETCHES: Final = 3
+# Whether stored events were rejected, remembered for this many events (it never changes).
+REJECTION_CACHE_SIZE: Final = 50_000
 
 
 class EventNotProcessed(Exception):
@@ -80,7 +84,7 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class _Known:
+class Known:
     """An event usable as an auth event, and whether it was rejected."""
 
     event: Event
@@ -103,6 +107,25 @@ class PduReceiver:
         self._keyring = keyring
         self._fetcher = fetcher
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # event ID → rejected, for stored events: auth events are then read from the event
+        # cache instead of the database.
+        self._rejected: LruCache[str, bool] = LruCache(REJECTION_CACHE_SIZE)
+
+    @property
+    def cache(self) -> RoomStateCache:
+        return self._cache
+
+    @property
+    def pipeline(self) -> EventPipeline:
+        return self._pipeline
+
+    @property
+    def events(self) -> EventsStore:
+        return self._events
+
+    @property
+    def keyring(self) -> EventKeyring:
+        return self._keyring
 
     def _room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -140,6 +163,11 @@ class PduReceiver:
         self, origin: str, pdu: Mapping[str, Any], room_version: RoomVersion, fetch_missing: bool
     ) -> PduResult:
         event = await check_pdu(pdu, room_version, self._keyring)  # steps 1–3
+        return await self.receive_checked(origin, event, fetch_missing=fetch_missing)
+
+    async def receive_checked(self, origin: str, event: Event, *, fetch_missing: bool) -> PduResult:
+        """Steps 4–6 and storing, for an event that passed steps 1–3, on its own (what it
+        lacks is fetched when `fetch_missing`); the caller holds `room_lock`."""
         if await self._events.have_events([event.event_id]):
             return PduResult(event.event_id)  # seen before: nothing to do
         if event.type == CREATE:
@@ -151,6 +179,7 @@ class PduReceiver:
             rejected_reason=verdict.rejected_reason,
             soft_failed=verdict.soft_failed,
         )
+        self.remember_stored({event.event_id: verdict.rejected_reason is not None})
         error = verdict.rejected_reason
         return PduResult(event.event_id, None if error is None else f"rejected: {error}")
 
@@ -178,26 +207,49 @@ class PduReceiver:
                 raise EventNotProcessed(f"auth events not available: {', '.join(missing)}")
         return await self._auth_against_listed(event, known)
 
-    async def _auth_against_listed(self, event: Event, known: Mapping[str, _Known]) -> str | None:
-        auth_events = [known[i].event for i in event.auth_event_ids if i in known]
-        rejected = {i for i, k in known.items() if k.rejected}
-        auth_state = {e.state_tuple: e for e in auth_events if e.is_state}
+    async def _auth_against_listed(self, event: Event, known: Mapping[str, Known]) -> str | None:
         if event.room_version.room_id_from_create_event:
-            # v12: the create event is never listed, but the rules still read it.
-            create_id = "$" + event.room_id[1:]
-            create = known.get(create_id) or (await self._known_events([create_id])).get(create_id)
-            if create is not None and not create.rejected:
-                auth_state[(CREATE, "")] = create.event
-        try:
-            check_listed(event, auth_events, rejected)
-            check_auth_rules(event, auth_state)
-        except AuthError as exc:
-            return exc.reason
-        return None
+            create_id = create_event_id(event)
+            if create_id not in known:
+                known = {**known, **(await self._known_events([create_id]))}
+        return auth_against_listed(event, known)
 
-    async def _known_events(self, event_ids: Iterable[str]) -> dict[str, _Known]:
-        rows = await self._events.get_event_rows(event_ids)
-        return {i: _Known(r.event, r.rejection_reason is not None) for i, r in rows.items()}
+    async def _known_events(self, event_ids: Iterable[str]) -> dict[str, Known]:
+        return await self.known_events(event_ids)
+
+    async def known_events(
+        self, event_ids: Iterable[str], batch: RemoteBatch | None = None
+    ) -> dict[str, Known]:
+        """Events of `batch` or stored ones, with whether they were rejected; unknown IDs are
+        absent. Stored events whose rejection is remembered come from the event cache."""
+        ids = list(dict.fromkeys(event_ids))
+        rejected: dict[str, bool] = {}
+        unknown: list[str] = []
+        for event_id in ids:
+            flag = batch.is_rejected(event_id) if batch is not None else None
+            if flag is None:
+                flag = self._rejected.get(event_id)
+            if flag is None:
+                unknown.append(event_id)
+            else:
+                rejected[event_id] = flag
+        found: dict[str, Known] = {}
+        if rejected:
+            getter = batch.get_events if batch is not None else self._cache.get_events
+            events = await getter(rejected)
+            found.update((i, Known(e, rejected[i])) for i, e in events.items())
+        if unknown:
+            rows = await self._events.get_event_rows(unknown)
+            for event_id, row in rows.items():
+                is_rejected = row.rejection_reason is not None
+                self._rejected.put(event_id, is_rejected)
+                found[event_id] = Known(row.event, is_rejected)
+        return found
+
+    def remember_stored(self, rejected: Mapping[str, bool]) -> None:
+        """Events just stored, and whether they were rejected."""
+        for event_id, flag in rejected.items():
+            self._rejected.put(event_id, flag)
 
     async def _fetch_auth_chain(self, origin: str, event: Event) -> None:
         if self._fetcher is None:
@@ -227,7 +279,7 @@ class PduReceiver:
             if event.room_id == room_id:
                 checked[event.event_id] = event
         stored = await self._known_events(checked)
-        known: dict[str, _Known] = dict(stored)
+        known: dict[str, Known] = dict(stored)
         referenced = {a for e in checked.values() for a in e.auth_event_ids} - set(checked)
         known.update(await self._known_events(referenced))
         if room_version.room_id_from_create_event:
@@ -238,10 +290,11 @@ class PduReceiver:
                 logger.info("fetched event %s lacks auth events; not stored", event.event_id)
                 continue
             reason = await self._auth_against_listed(event, known)
-            known[event.event_id] = _Known(event, reason is not None)
+            known[event.event_id] = Known(event, reason is not None)
             items.append(RemoteEvent(event, None, rejected_reason=reason, outlier=True))
         if items:
             await self._pipeline.persist_remote_events(room_id, items)
+            self.remember_stored({i.event.event_id: i.rejected_reason is not None for i in items})
         return {i: e for i, e in checked.items() if i in known}
 
     # --- step 5 ---------------------------------------------------------------------------
@@ -347,17 +400,53 @@ class PduReceiver:
         return await self._auth_against_state(event, current) is not None
 
     async def _auth_against_state(self, event: Event, state: StateIds) -> str | None:
+        return await self.auth_against_state(event, state)
+
+    async def auth_against_state(
+        self, event: Event, state: StateIds, batch: RemoteBatch | None = None
+    ) -> str | None:
+        """The auth rules against a state (S2S steps 5 and 6); returns the rejection reason.
+        With `batch`, the state may name events of the batch."""
         keys = auth_types_for_event(
             event.room_version, event.type, event.sender, event.state_key, event.content
         )
         wanted = [state[k] for k in [*keys, (CREATE, "")] if k in state]
-        found = await self._cache.get_events(wanted)
+        getter = batch.get_events if batch is not None else self._cache.get_events
+        found = await getter(wanted)
         auth_state = {e.state_tuple: e for e in found.values()}
         try:
             check_auth_rules(event, auth_state)
         except AuthError as exc:
             return exc.reason
         return None
+
+
+def create_event_id(event: Event) -> str:
+    """v12: the ID of the room's create event, from the room ID."""
+    return "$" + event.room_id[1:]
+
+
+def auth_against_listed(event: Event, known: Mapping[str, Known]) -> str | None:
+    """Step 4 with the auth events at hand (`known`; in v12 also the create event, which is
+    never listed but which the rules still read); returns the rejection reason."""
+    auth_events = [known[i].event for i in event.auth_event_ids if i in known]
+    rejected = {i for i, k in known.items() if k.rejected}
+    auth_state = {e.state_tuple: e for e in auth_events if e.is_state}
+    if event.room_version.room_id_from_create_event:
+        create = known.get(create_event_id(event))
+        if create is not None and not create.rejected:
+            auth_state[(CREATE, "")] = create.event
+    try:
+        check_listed(event, auth_events, rejected)
+        check_auth_rules(event, auth_state)
+    except AuthError as exc:
+        return exc.reason
+    return None
+
+
+def event_id_or_none(pdu: Mapping[str, Any], room_version: RoomVersion) -> str | None:
+    """The PDU's event ID, or None when it cannot be computed (a malformed PDU)."""
+    return _event_id_or_none(pdu, room_version)
 
 
 def _event_id_or_none(pdu: Mapping[str, Any], room_version: RoomVersion) -> str | None:

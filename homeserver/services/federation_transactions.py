@@ -3,8 +3,9 @@
 A transaction is processed once: its response is stored under `(origin, txnId)` and a retry,
 even after a restart, gets the same answer without anything being processed again; a retry
 that arrives while the first delivery is still being processed waits for it. PDUs of different
-rooms are processed concurrently, those of one room in order of depth; each gets its own
-result, and no PDU or EDU can fail the transaction. What is fetched from other servers while
+rooms are processed concurrently, those of one room in order of depth and stored together
+(homeserver/services/federation_inbound_batch.py); each gets its own result, and no PDU or EDU
+can fail the transaction. What is fetched from other servers while
 processing one transaction shares one time budget (`TRANSACTION_FETCH_BUDGET_S`).
 """
 
@@ -22,6 +23,7 @@ from federation.wire import Transaction, build_transaction_response
 from homeserver.services.federation_edus import EduDispatcher
 from homeserver.services.federation_fetch import fetch_budget
 from homeserver.services.federation_inbound import PduReceiver, PduResult
+from homeserver.services.federation_inbound_batch import receive_room_pdus
 from homeserver.storage.federation_inbound import ReceivedTransactionsStore
 
 logger = logging.getLogger(__name__)
@@ -90,15 +92,22 @@ class TransactionProcessor:
         for pdu in pdus:
             by_room.setdefault(pdu.get("room_id"), []).append(pdu)
         per_room = await asyncio.gather(
-            *(self._process_room(origin, room_pdus) for room_pdus in by_room.values())
+            *(self._process_room(origin, room, room_pdus) for room, room_pdus in by_room.items())
         )
         return [result for results in per_room for result in results]
 
     async def _process_room(
-        self, origin: str, pdus: Sequence[Mapping[str, Any]]
+        self, origin: str, room_id: object, pdus: Sequence[Mapping[str, Any]]
     ) -> list[PduResult]:
+        ordered = sorted(pdus, key=_depth_of)
+        if isinstance(room_id, str):
+            try:
+                return await receive_room_pdus(self._receiver, origin, room_id, ordered)
+            except Exception:
+                # A bug in the batch path: each PDU goes the way of a PDU received alone.
+                logger.exception("batch of PDUs from %s failed before storing", origin)
         results: list[PduResult] = []
-        for pdu in sorted(pdus, key=_depth_of):
+        for pdu in ordered:
             try:
                 results.append(await self._receiver.receive_pdu(origin, pdu))
             except Exception:

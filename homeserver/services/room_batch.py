@@ -81,8 +81,13 @@ class RoomBatch:
     def to_persist_batch(self, items: Sequence[EventToPersist], now_ms: int) -> PersistBatch:
         """What the transaction writes; `items` are `to_persist` with their stream positions."""
         assert self.room_id is not None
-        upserts = {k: v for k, v in self.state.items() if self.initial_state.get(k) != v}
-        removed = [k for k in self.initial_state if k not in self.state]
+        if self.state is self.initial_state:  # no state event changed it: skip the scan
+            upserts: dict[StateKey, str] = {}
+            removed: list[StateKey] = []
+        else:
+            initial = self.initial_state
+            upserts = {k: v for k, v in self.state.items() if initial.get(k) != v}
+            removed = [k for k in initial if k not in self.state]
         return PersistBatch(
             room_id=self.room_id,
             events=items,
@@ -171,7 +176,7 @@ class BatchApplier:
         if before_group is None:
             candidates = []
             for prev_id in event.prev_event_ids:
-                group = await self._group_after(batch, prev_id)
+                group = await self.group_after(batch, prev_id)
                 if group is not None:
                     candidates.append(group)
             before_group = await self._store_state(batch, state_before, candidates)
@@ -204,9 +209,9 @@ class BatchApplier:
         """The state after these events: one's own, or their resolution (S2S "Room State")."""
         found: list[tuple[StateIds, int]] = []
         for event_id in event_ids:
-            group = await self._group_after(batch, event_id)
+            group = await self.group_after(batch, event_id)
             if group is not None:
-                found.append((await self._group_state(batch, group), group))
+                found.append((await self.group_state(batch, group), group))
         if not found:
             return MappingProxyType({}), None
         if len({group for _, group in found}) == 1:
@@ -265,13 +270,13 @@ class BatchApplier:
 
     # --- state groups ---------------------------------------------------------------------
 
-    async def _group_after(self, batch: RoomBatch, event_id: str) -> int | None:
+    async def group_after(self, batch: RoomBatch, event_id: str) -> int | None:
         if event_id in batch.event_groups:
             return batch.event_groups[event_id][0]
         groups = await self._cache.get_state_groups_for_events([event_id])
         return groups[event_id][0] if event_id in groups else None
 
-    async def _group_state(self, batch: RoomBatch, group: int) -> StateIds:
+    async def group_state(self, batch: RoomBatch, group: int) -> StateIds:
         if group in batch.group_states:
             return batch.group_states[group]
         return await self._cache.get_state_group_state(group)
@@ -289,11 +294,12 @@ class BatchApplier:
         first base (a snapshot when there is none or its chain is long)."""
         if reuse:
             for group in bases:
-                if await self._group_state(batch, group) == state:
+                known = await self.group_state(batch, group)
+                if known is state or known == state:
                     return group
         base = bases[0] if bases else None
         base_info = None if base is None else await self._group_info(batch, base)
-        base_state = None if base is None else await self._group_state(batch, base)
+        base_state = None if base is None else await self.group_state(batch, base)
         group_id = await self._next_group_id(batch)
         assert batch.room_id is not None
         plan = plan_state_group(group_id, batch.room_id, state, base_info, base_state)

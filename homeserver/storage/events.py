@@ -150,6 +150,16 @@ class EventsStore:
         )
         return {row["event_id"]: row_to_event_row(row) for row in rows}
 
+    async def get_stream_orderings(self, event_ids: Iterable[str]) -> dict[str, int]:
+        """`event_id → stream position` of the stored ones among these events."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT event_id, stream_ordering FROM events WHERE event_id = ANY($1::text[])", ids
+        )
+        return {row["event_id"]: row["stream_ordering"] for row in rows}
+
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """Which of these events are stored (accepted or rejected)."""
         rows = await self._pool.fetch(
