@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from federation.canonical_json import encode_canonical_json
-from federation.redaction import redact
+from federation.redaction import redacted_view
 from federation.room_versions import EventIdFormat, RoomVersion
 
 
@@ -73,12 +73,31 @@ def check_content_hash(pdu: Mapping[str, Any]) -> bool:
     return expected == compute_content_hash(pdu)
 
 
-def compute_reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
-    """sha256 of the canonical redacted event without `signatures`, `unsigned` (and `age_ts`)."""
-    redacted = redact(pdu, room_version)
+def redacted_signing_bytes(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """Canonical JSON of the redacted event without `signatures`, `unsigned` and `age_ts`.
+
+    It is what the reference hash is taken over (S2S "Calculating the reference hash for an
+    event") and, as redaction keeps neither `unsigned` nor `age_ts`, exactly what every
+    signature of the event covers (S2S "Signing Events"): one encoding serves both.
+    """
+    redacted = redacted_view(pdu, room_version)
     for key in ("signatures", "unsigned", "age_ts"):
         redacted.pop(key, None)
-    return hashlib.sha256(encode_canonical_json(redacted)).digest()
+    return encode_canonical_json(redacted)
+
+
+def compute_reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """sha256 of the canonical redacted event without `signatures`, `unsigned` (and `age_ts`)."""
+    return hashlib.sha256(redacted_signing_bytes(pdu, room_version)).digest()
+
+
+def event_id_from_signing_bytes(signing_bytes: bytes, room_version: RoomVersion) -> str:
+    """The v3+ event ID from `redacted_signing_bytes`: `$` + (URL-safe from v4) unpadded
+    base64 of its sha256 (`rooms/v3.md`, `v4-event-ids.md`)."""
+    if room_version.event_id_format is EventIdFormat.V1:
+        raise ValueError(f"room version {room_version.identifier} events carry their event_id")
+    urlsafe = room_version.event_id_format is EventIdFormat.V4
+    return "$" + encode_base64(hashlib.sha256(signing_bytes).digest(), urlsafe=urlsafe)
 
 
 def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
@@ -92,8 +111,7 @@ def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
         if not isinstance(event_id, str):
             raise ValueError(f"room version {room_version.identifier} events need an event_id")
         return event_id
-    urlsafe = room_version.event_id_format is EventIdFormat.V4
-    return "$" + encode_base64(compute_reference_hash(pdu, room_version), urlsafe=urlsafe)
+    return event_id_from_signing_bytes(redacted_signing_bytes(pdu, room_version), room_version)
 
 
 def room_id_for_create_event(create_pdu: Mapping[str, Any], room_version: RoomVersion) -> str:

@@ -59,6 +59,14 @@ class Event:
         validate_pdu(pdu, room_version)
         if event_id is None:
             event_id = compute_event_id(pdu, room_version)
+        return Event.from_validated_pdu(pdu, room_version, event_id)
+
+    @staticmethod
+    def from_validated_pdu(
+        pdu: Mapping[str, Any], room_version: RoomVersion, event_id: str
+    ) -> Event:
+        """Wrap a PDU that `validate_pdu` already accepted, with its computed `event_id`
+        (batch receipt checks validate and hash each PDU once, federation/pdu_receipt.py)."""
         return Event(
             event_id=EventId(event_id),
             room_version=room_version,

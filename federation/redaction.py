@@ -7,7 +7,7 @@ Spec: C-S "Redactions" and `rooms/fragments/v1-redactions.md`, `v6-redactions.md
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from federation.room_versions import RedactionRules, RoomVersion
@@ -79,31 +79,50 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
 
     Redacting an already redacted event gives the same event (the algorithm is idempotent).
     """
+    return _redact(pdu, room_version, _copy_json)
+
+
+def redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+    """The redacted form of `pdu` as a new top-level dict whose values are shared with `pdu`:
+    for encoding (hashes, signatures) without the deep copy. Never mutate the result."""
+    return _redact(pdu, room_version, _same)
+
+
+def _redact(
+    pdu: Mapping[str, Any], room_version: RoomVersion, copy: Callable[[Any], Any]
+) -> dict[str, Any]:
     rules = room_version.redaction_rules
     kept_keys = _KEPT_KEYS_V11 if rules is RedactionRules.V11 else _KEPT_KEYS_V1
-    redacted = {k: _copy_json(v) for k, v in pdu.items() if k in kept_keys}
+    redacted = {k: copy(v) for k, v in pdu.items() if k in kept_keys}
     content = pdu.get("content")
     redacted["content"] = _redact_content(
-        pdu.get("type"), content if isinstance(content, Mapping) else {}, rules
+        pdu.get("type"), content if isinstance(content, Mapping) else {}, rules, copy
     )
     return redacted
 
 
 def _redact_content(
-    event_type: object, content: Mapping[str, Any], rules: RedactionRules
+    event_type: object,
+    content: Mapping[str, Any],
+    rules: RedactionRules,
+    copy: Callable[[Any], Any],
 ) -> dict[str, Any]:
     if rules is RedactionRules.V11 and event_type == "m.room.create":
-        return {k: _copy_json(v) for k, v in content.items()}  # v11: create keeps all keys
+        return {k: copy(v) for k, v in content.items()}  # v11: create keeps all keys
     if not isinstance(event_type, str):
         return {}
     allowed = _CONTENT_KEYS[rules].get(event_type, frozenset())
-    kept = {k: _copy_json(v) for k, v in content.items() if k in allowed}
+    kept = {k: copy(v) for k, v in content.items() if k in allowed}
     if rules is RedactionRules.V11 and event_type == "m.room.member":
         # v11: "allows the `signed` key of the `third_party_invite` key".
         invite = content.get("third_party_invite")
         if isinstance(invite, Mapping) and "signed" in invite:
-            kept["third_party_invite"] = {"signed": _copy_json(invite["signed"])}
+            kept["third_party_invite"] = {"signed": copy(invite["signed"])}
     return kept
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _copy_json(value: Any) -> Any:

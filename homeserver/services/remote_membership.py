@@ -3,9 +3,10 @@
 The `RemoteMembership` seam of homeserver/services/membership.py:
 - `join`: S2S "Joining Rooms" — `GET /v1/make_join` (offering every room version we support),
   fill in and sign the template, `PUT /v2/send_join`, check the returned state and auth chain
-  (format, signatures, content hashes, auth rules — the receipt checks of
-  homeserver/services/federation_inbound.py) and store them as outliers, then store the join
-  with the returned state as the state before it. Each candidate server is tried in turn.
+  (format, signatures, content hashes, auth rules — the receipt checks, for the whole answer
+  at once: homeserver/services/send_join_state.py) and store them as outliers together with
+  the join, whose state before it is the returned state. Each candidate server is tried in
+  turn.
 - `invite`: S2S "Inviting to a room" — build and sign the invite here, `PUT /v2/invite` to the
   invitee's server, check its co-signature, and persist the co-signed event.
 - `leave`: S2S "Leaving Rooms (Rejecting Invites)" — `make_leave`/`send_leave` through the
@@ -21,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
-from federation.hashing import compute_event_id
 from federation.ids import server_name_of
 from federation.pdu import Event, InvalidPdu
 from federation.room_state import CREATE, StateKey
@@ -59,6 +59,7 @@ from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
 from homeserver.services.federation_inbound import PduReceiver
 from homeserver.services.federation_membership import federation_pdu_of
+from homeserver.services.send_join_state import InvalidJoinState, SendJoinStateChecker
 from homeserver.services.state import RoomStateCache
 from homeserver.storage.events import EventsStore
 from homeserver.storage.room_directory import RoomDirectoryStore
@@ -118,6 +119,7 @@ class RemoteMembershipClient:
         self._directory = directory
         self._server_name = server_name
         self._signing_key = signing_key
+        self._join_state = SendJoinStateChecker(events=events, keyring=keyring)
 
     # --- join -----------------------------------------------------------------------------
 
@@ -155,16 +157,18 @@ class RemoteMembershipClient:
         if response.event is not None:
             # Restricted joins: the resident's co-signed copy of our event (joins-v2.yaml).
             event = await self._checked_returned_event(response.event, event)
-        state_before = await self._store_room_state(
-            room_id, room_version, response.state, response.auth_chain
-        )
+        try:
+            joined = await self._join_state.check(
+                room_id, room_version, response.state, response.auth_chain
+            )
+        except InvalidJoinState as exc:
+            raise HandshakeFailed(str(exc)) from None
         async with self._receiver.room_lock(room_id):
-            reason = await self._receiver.check_auth_against_state_before(event, state_before)
+            reason = joined.check_join(event)
             if reason is not None:
                 raise HandshakeFailed(f"our join fails the room's auth rules: {reason}")
-            await self._pipeline.persist_remote_events(
-                room_id, [RemoteEvent(event, state_before)]
-            )
+            # One transaction: the state and auth chain as outliers, then our join.
+            await self._pipeline.persist_remote_events(room_id, joined.to_persist(event))
         return event.event_id
 
     def _fill_template(
@@ -189,36 +193,6 @@ class RemoteMembershipClient:
         if event.event_id != ours.event_id:
             raise HandshakeFailed("the returned join event is not the one we sent")
         return event
-
-    async def _store_room_state(
-        self,
-        room_id: str,
-        room_version: RoomVersion,
-        state: Sequence[Mapping[str, Any]],
-        auth_chain: Sequence[Mapping[str, Any]],
-    ) -> dict[StateKey, str]:
-        """Check the send_join state and auth chain (receipt steps 1–4), store them as
-        outliers, and return the room state before our join: the accepted state events."""
-        stored = await self._receiver.persist_outliers(
-            [*auth_chain, *state], room_version, room_id
-        )
-        state_ids: list[str] = []
-        for pdu in state:
-            try:
-                state_ids.append(compute_event_id(pdu, room_version))
-            except (ValueError, KeyError, TypeError):
-                continue
-        rows = await self._events.get_event_rows(i for i in state_ids if i in stored)
-        state_before: dict[StateKey, str] = {}
-        for event_id, row in rows.items():
-            if row.rejection_reason is None and row.event.is_state:
-                state_before[row.event.state_tuple] = event_id
-        create = state_before.get((CREATE, ""))
-        if create is None:
-            raise HandshakeFailed("the room state has no valid m.room.create event")
-        if rows[create].event.content.get("room_version", "1") != room_version.identifier:
-            raise HandshakeFailed("the room's create event names another room version")
-        return state_before
 
     # --- invite ---------------------------------------------------------------------------
 
