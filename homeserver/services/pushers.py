@@ -85,10 +85,12 @@ class PusherService:
         store: PushersStore,
         *,
         allow_http_gateways: bool = False,
+        on_pusher_set: Callable[[str], None] | None = None,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         self._store = store
         self._allow_http = allow_http_gateways
+        self._on_pusher_set = on_pusher_set
         self._clock = clock
 
     async def get_pushers(self, user_id: str) -> list[dict[str, Any]]:
@@ -114,6 +116,8 @@ class PusherService:
             self._parse_pusher(user_id, device_id, app_id, pushkey, kind, body),
             append=self._append(body),
         )
+        if self._on_pusher_set is not None:
+            self._on_pusher_set(user_id)  # the HTTP pushers start looking for this user
 
     def _parse_pusher(
         self,

@@ -129,6 +129,19 @@ class HttpPusherPool:
         self._incoming: deque[tuple[PushAction, Event]] = deque()
         self._dispatcher: asyncio.Task[None] | None = None
         self._workers: dict[tuple[str, str, str], PusherWorker] = {}
+        # Users who may have an http pusher (loaded on first use): most notified users have
+        # none, and need no query. A user whose query finds none is dropped, unless a pusher
+        # was set for them meanwhile (`_noted_at` > the query's generation).
+        self._users_with_pushers: set[str] | None = None
+        self._generation = 0
+        self._noted_at: dict[str, int] = {}
+
+    def note_pusher_set(self, user_id: str) -> None:
+        """A pusher was just stored for `user_id` (PusherService calls this)."""
+        self._generation += 1
+        self._noted_at[user_id] = self._generation
+        if self._users_with_pushers is not None:
+            self._users_with_pushers.add(user_id)
 
     # --- the push evaluation hook ---------------------------------------------------------
 
@@ -150,11 +163,26 @@ class HttpPusherPool:
             except Exception:
                 logger.exception("could not prepare %d push notifications", len(batch))
 
-    async def _dispatch(self, batch: Sequence[tuple[PushAction, Event]]) -> None:
-        users = {action.user_id for action, _ in batch}
+    async def _pushers_of(self, user_ids: set[str]) -> dict[str, list[Pusher]]:
+        if self._users_with_pushers is None:
+            self._users_with_pushers = await self._store.get_users_with_pushers(HTTP)
+        candidates = user_ids & self._users_with_pushers
+        if not candidates:
+            return {}
+        generation = self._generation
         by_user: dict[str, list[Pusher]] = {}
-        for pusher in await self._store.get_pushers_of_kind(users, HTTP):
+        for pusher in await self._store.get_pushers_of_kind(candidates, HTTP):
             by_user.setdefault(pusher.user_id, []).append(pusher)
+        for user_id in candidates - by_user.keys():  # their pushers were deleted
+            if self._noted_at.get(user_id, 0) <= generation:
+                self._users_with_pushers.discard(user_id)
+                self._noted_at.pop(user_id, None)
+        return by_user
+
+    async def _dispatch(self, batch: Sequence[tuple[PushAction, Event]]) -> None:
+        by_user = await self._pushers_of({action.user_id for action, _ in batch})
+        if not by_user:
+            return
         unread: dict[str, int] = {}
         details: dict[str, EventDetails] = {}
         for action, event in batch:

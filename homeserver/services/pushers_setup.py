@@ -42,7 +42,12 @@ class PusherServices:
             store=store, push_store=push_store, rooms=rooms, state=state, gateway=gateway
         )
         push.add_notify_listener(http_pool.on_notify)
-        return cls(PusherService(store, allow_http_gateways=config.allow_http_gateways), http_pool)
+        pushers = PusherService(
+            store,
+            allow_http_gateways=config.allow_http_gateways,
+            on_pusher_set=http_pool.note_pusher_set,
+        )
+        return cls(pushers, http_pool)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -98,6 +98,10 @@ class PushersStore:
         )
         return [_pusher(row) for row in rows]
 
+    async def get_users_with_pushers(self, kind: str) -> set[str]:
+        rows = await self._pool.fetch("SELECT DISTINCT user_id FROM pushers WHERE kind = $1", kind)
+        return {row["user_id"] for row in rows}
+
     async def get_pushers_of_kind(self, user_ids: Collection[str], kind: str) -> list[Pusher]:
         """The `kind` pushers of these users (whom an event notifies)."""
         rows = await self._pool.fetch(
