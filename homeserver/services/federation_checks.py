@@ -36,10 +36,13 @@ class EventKeyring(Protocol):
     ) -> bytes: ...
 
 
-def check_format(pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
-    """Step 1: a valid event of its room version (size, fields, IDs), else dropped."""
+def check_format(
+    pdu: Mapping[str, Any], room_version: RoomVersion, event_id: str | None = None
+) -> Event:
+    """Step 1: a valid event of its room version (size, fields, IDs), else dropped.
+    `event_id`: its ID if the caller already computed it (`compute_event_id`)."""
     try:
-        return Event.from_pdu(pdu, room_version)
+        return Event.from_pdu(pdu, room_version, event_id=event_id)
     except InvalidPdu as exc:
         raise DroppedPdu(f"invalid event: {exc}") from None
     except ValueError as exc:  # the event ID cannot be computed (v1–v2 without one)
@@ -91,9 +94,14 @@ def check_content_hash(event: Event) -> Event:
 
 
 async def check_pdu(
-    pdu: Mapping[str, Any], room_version: RoomVersion, keyring: EventKeyring
+    pdu: Mapping[str, Any],
+    room_version: RoomVersion,
+    keyring: EventKeyring,
+    *,
+    event_id: str | None = None,
 ) -> Event:
-    """Steps 1–3 in order: the event as it will be stored (maybe redacted), or `DroppedPdu`."""
-    event = check_format(pdu, room_version)
+    """Steps 1–3 in order: the event as it will be stored (maybe redacted), or `DroppedPdu`.
+    `event_id`: the PDU's ID if the caller already computed it (`compute_event_id`)."""
+    event = check_format(pdu, room_version, event_id)
     await check_signatures(event, keyring)
     return check_content_hash(event)

@@ -24,14 +24,11 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from federation.auth_rules import AuthError, auth_types_for_event, check_auth_rules
-from federation.auth_rules import check_listed_auth_events as check_listed
-from federation.hashing import compute_event_id
 from federation.pdu import Event
-from federation.room_state import CREATE, StateKey
+from federation.room_state import CREATE
 from federation.room_versions import RoomVersion
 from federation.state_res import resolve_state
 from federation.state_res_ordering import StateResolutionError
@@ -39,13 +36,24 @@ from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_access import server_acl_allows
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
 from homeserver.services.federation_fetch import FetchFailed, RemoteRoomFetcher
+from homeserver.services.federation_verdicts import (
+    EventNotProcessed,
+    Known,
+    PduResult,
+    StateIds,
+    Verdict,
+    auth_against_listed,
+    create_event_id,
+    event_id_or_none,
+)
 from homeserver.services.remote_batch import RemoteBatch
 from homeserver.services.state import LruCache, RoomStateCache
 from homeserver.storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
 
-StateIds = Mapping[StateKey, str]
+__all__ = ["EventNotProcessed", "PduReceiver", "PduResult", "Verdict"]
+
 # S2S "/get_missing_events": how many events we ask for to fill a gap before falling back
 # to asking for the state at the missing prev events.
 MISSING_EVENTS_LIMIT: Final = 10
@@ -53,42 +61,6 @@ MISSING_EVENTS_LIMIT: Final = 10
 MAX_STATE_FETCHES: Final = 3
 # Whether stored events were rejected, remembered for this many events (it never changes).
 REJECTION_CACHE_SIZE: Final = 50_000
-
-
-class EventNotProcessed(Exception):
-    """What the event needs (auth events, prior state) could not be had: not stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class PduResult:
-    """The outcome for one PDU of a transaction; `event_id` None when it could not be known."""
-
-    event_id: str | None
-    error: str | None = None
-    # Failed for a reason of ours (a bug, the database): a retry of the transaction should
-    # process it again, so the transaction's response is not remembered.
-    retryable: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Steps 4–6: the state before the event, and whether it is rejected or soft failed."""
-
-    state_before: StateIds
-    rejected_reason: str | None
-    soft_failed: bool
-
-    @property
-    def accepted(self) -> bool:
-        return self.rejected_reason is None and not self.soft_failed
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """An event usable as an auth event, and whether it was rejected."""
-
-    event: Event
-    rejected: bool
 
 
 class PduReceiver:
@@ -142,7 +114,7 @@ class PduReceiver:
         room_version = await self._cache.get_room_version(room_id)
         if room_version is None:
             return PduResult(None, f"unknown room {room_id}")
-        event_id = _event_id_or_none(pdu, room_version)
+        event_id = event_id_or_none(pdu, room_version)
         if event_id is None:
             return PduResult(None, "cannot compute the event ID")
         # S2S "Server ACLs": a PDU of a denied server is ignored, with an error for it.
@@ -198,10 +170,10 @@ class PduReceiver:
     async def check_auth_against_auth_events(self, origin: str, event: Event) -> str | None:
         """Step 4; returns the rejection reason. Missing auth events are fetched from `origin`;
         `EventNotProcessed` if they still cannot be had."""
-        known = await self._known_events(event.auth_event_ids)
+        known = await self.known_events(event.auth_event_ids)
         if any(i not in known for i in event.auth_event_ids):
             await self._fetch_auth_chain(origin, event)
-            known = await self._known_events(event.auth_event_ids)
+            known = await self.known_events(event.auth_event_ids)
             missing = [i for i in event.auth_event_ids if i not in known]
             if missing:
                 raise EventNotProcessed(f"auth events not available: {', '.join(missing)}")
@@ -211,11 +183,8 @@ class PduReceiver:
         if event.room_version.room_id_from_create_event:
             create_id = create_event_id(event)
             if create_id not in known:
-                known = {**known, **(await self._known_events([create_id]))}
+                known = {**known, **(await self.known_events([create_id]))}
         return auth_against_listed(event, known)
-
-    async def _known_events(self, event_ids: Iterable[str]) -> dict[str, Known]:
-        return await self.known_events(event_ids)
 
     async def known_events(
         self, event_ids: Iterable[str], batch: RemoteBatch | None = None
@@ -278,12 +247,12 @@ class PduReceiver:
                 continue
             if event.room_id == room_id:
                 checked[event.event_id] = event
-        stored = await self._known_events(checked)
+        stored = await self.known_events(checked)
         known: dict[str, Known] = dict(stored)
         referenced = {a for e in checked.values() for a in e.auth_event_ids} - set(checked)
-        known.update(await self._known_events(referenced))
+        known.update(await self.known_events(referenced))
         if room_version.room_id_from_create_event:
-            known.update(await self._known_events(["$" + room_id[1:]]))
+            known.update(await self.known_events(["$" + room_id[1:]]))
         items: list[RemoteEvent] = []
         for event in _in_auth_order(e for i, e in checked.items() if i not in stored):
             if any(a not in known for a in event.auth_event_ids):
@@ -351,11 +320,11 @@ class PduReceiver:
         )
         if prev_id not in stored:
             raise EventNotProcessed(f"prev event {prev_id} could not be checked")
-        state_ids = {_event_id_or_none(pdu, event.room_version) for pdu in state_pdus}
-        known = await self._known_events([i for i in state_ids if i in stored and i != prev_id])
+        state_ids = {event_id_or_none(pdu, event.room_version) for pdu in state_pdus}
+        known = await self.known_events([i for i in state_ids if i in stored and i != prev_id])
         state = {k.event.state_tuple: i for i, k in known.items() if k.event.is_state}
         state = {key: i for key, i in state.items() if not known[i].rejected}
-        prev = (await self._known_events([prev_id])).get(prev_id)
+        prev = (await self.known_events([prev_id])).get(prev_id)
         if prev is not None and prev.event.is_state and not prev.rejected:
             state[prev.event.state_tuple] = prev_id
         return state
@@ -390,17 +359,14 @@ class PduReceiver:
         self, event: Event, state_before: StateIds
     ) -> str | None:
         """Step 5; returns the rejection reason."""
-        return await self._auth_against_state(event, state_before)
+        return await self.auth_against_state(event, state_before)
 
     # --- step 6 ---------------------------------------------------------------------------
 
     async def soft_fail_against_current_state(self, event: Event) -> bool:
         """Step 6: whether the event fails the auth rules against the room's current state."""
         current = await self._cache.get_current_state_ids(event.room_id)
-        return await self._auth_against_state(event, current) is not None
-
-    async def _auth_against_state(self, event: Event, state: StateIds) -> str | None:
-        return await self.auth_against_state(event, state)
+        return await self.auth_against_state(event, current) is not None
 
     async def auth_against_state(
         self, event: Event, state: StateIds, batch: RemoteBatch | None = None
@@ -418,41 +384,6 @@ class PduReceiver:
             check_auth_rules(event, auth_state)
         except AuthError as exc:
             return exc.reason
-        return None
-
-
-def create_event_id(event: Event) -> str:
-    """v12: the ID of the room's create event, from the room ID."""
-    return "$" + event.room_id[1:]
-
-
-def auth_against_listed(event: Event, known: Mapping[str, Known]) -> str | None:
-    """Step 4 with the auth events at hand (`known`; in v12 also the create event, which is
-    never listed but which the rules still read); returns the rejection reason."""
-    auth_events = [known[i].event for i in event.auth_event_ids if i in known]
-    rejected = {i for i, k in known.items() if k.rejected}
-    auth_state = {e.state_tuple: e for e in auth_events if e.is_state}
-    if event.room_version.room_id_from_create_event:
-        create = known.get(create_event_id(event))
-        if create is not None and not create.rejected:
-            auth_state[(CREATE, "")] = create.event
-    try:
-        check_listed(event, auth_events, rejected)
-        check_auth_rules(event, auth_state)
-    except AuthError as exc:
-        return exc.reason
-    return None
-
-
-def event_id_or_none(pdu: Mapping[str, Any], room_version: RoomVersion) -> str | None:
-    """The PDU's event ID, or None when it cannot be computed (a malformed PDU)."""
-    return _event_id_or_none(pdu, room_version)
-
-
-def _event_id_or_none(pdu: Mapping[str, Any], room_version: RoomVersion) -> str | None:
-    try:
-        return compute_event_id(pdu, room_version)
-    except Exception:  # any malformed PDU: the ID is simply unknown
         return None
 
 

@@ -28,9 +28,9 @@ from federation.room_versions import RoomVersion
 from homeserver.remote.keyring import KeyUnavailableError
 from homeserver.services.federation_access import server_acl_allows
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
-from homeserver.services.federation_inbound import (
+from homeserver.services.federation_inbound import PduReceiver
+from homeserver.services.federation_verdicts import (
     EventNotProcessed,
-    PduReceiver,
     PduResult,
     StateIds,
     Verdict,
@@ -211,7 +211,7 @@ async def _check(
 ) -> Event | None:
     """Steps 1–3; on failure the PDU's result is set and None returned."""
     try:
-        event = await check_pdu(item.pdu, room_version, keyring)
+        event = await check_pdu(item.pdu, room_version, keyring, event_id=item.event_id)
         if event.type == CREATE:
             raise DroppedPdu("a room's m.room.create event cannot be sent into it")
     except DroppedPdu as exc:
@@ -229,7 +229,9 @@ async def _receive_alone(
     try:
         event = item.event
         if event is None:
-            event = await check_pdu(item.pdu, room_version, receiver.keyring)
+            event = await check_pdu(
+                item.pdu, room_version, receiver.keyring, event_id=item.event_id
+            )
             if event.type == CREATE:
                 raise DroppedPdu("a room's m.room.create event cannot be sent into it")
         return await receiver.receive_checked(origin, event, fetch_missing=True)
