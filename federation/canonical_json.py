@@ -70,7 +70,41 @@ def check_json_values(obj: Any, *, strict: bool) -> None:
     version 6 and later): floats of any value (including `1.0` and `-0.0`) and integers
     outside ±(2^53−1).
     """
-    stack: list[tuple[object, int]] = [(obj, 1)]
+    kind = type(obj)
+    if kind is dict or kind is list:
+        _check_container(obj, 1, strict)
+    else:
+        _check_any(obj, 1, strict)
+
+
+def _check_container(container: dict[Any, Any] | list[Any], depth: int, strict: bool) -> None:
+    """The common case, plain dicts, lists, strings and integers, without the generic walk
+    (a received event is checked on every receipt); anything else goes to `_check_any`."""
+    if depth > MAX_NESTING_DEPTH:
+        raise CanonicalJsonError(f"JSON nested deeper than {MAX_NESTING_DEPTH} levels")
+    if type(container) is dict:
+        for key in container:
+            if type(key) is not str and not isinstance(key, str):
+                raise CanonicalJsonError(f"object key {key!r} is not a string")
+        values: Any = container.values()
+    else:
+        values = container
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            continue
+        if kind is int:
+            if strict and not CANONICALJSON_MIN_INT <= value <= CANONICALJSON_MAX_INT:
+                raise CanonicalJsonError(f"integer {value} is outside ±(2^53-1)")
+        elif kind is dict or kind is list:
+            _check_container(value, depth + 1, strict)
+        else:
+            _check_any(value, depth + 1, strict)
+
+
+def _check_any(obj: Any, depth: int, strict: bool) -> None:
+    """Every JSON value rule, for any Python value found at `depth` (the root is 1)."""
+    stack: list[tuple[object, int]] = [(obj, depth)]
     while stack:
         value, depth = stack.pop()
         if value is None or isinstance(value, bool | str):
