@@ -134,8 +134,6 @@ class DestinationQueue:
         self._rand = rand
         self._ephemeral: list[dict[str, Any]] = []
         self._pending: InflightTransaction | None = None
-        # Whether a transaction left in flight by an earlier run has been looked for.
-        self._inflight_loaded = False
         self._has_work = False
         self._reset_requested = False
         self._retry_now = asyncio.Event()
@@ -157,6 +155,12 @@ class DestinationQueue:
             self._task = asyncio.create_task(
                 self._run(), name=f"federation-send:{self.destination}"
             )
+
+    def resume(self, transaction: InflightTransaction) -> None:
+        """A transaction an earlier run sent without an answer: it goes first, unchanged."""
+        if self._pending is None:
+            self._pending = transaction
+        self.wake()
 
     def add_ephemeral_edu(self, edu_type: str, content: Mapping[str, Any]) -> None:
         """Queue an EDU that is worthless once stale: never persisted, and dropped while the
@@ -209,10 +213,6 @@ class DestinationQueue:
         if self._closed:
             return False
         self._has_work = False
-        if self._pending is None and not self._inflight_loaded:
-            # A transaction an earlier run sent without an answer goes first, unchanged.
-            self._pending = await self._store.get_inflight(self.destination)
-            self._inflight_loaded = True
         transaction = self._pending or await self._next_transaction()
         if transaction is None:
             # wake() may have been called while the queue was read: look again.

@@ -113,12 +113,15 @@ class FederationSender:
     # --- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume where the last run stopped: unread events, queued work, backoffs."""
+        """Resume where the last run stopped: unread events, transactions in flight (retried
+        as they were), queued work, backoffs."""
         if not self._enabled:
             return
         self._position = await self._store.get_stream_position()
         for destination, retry in (await self._store.get_backoff_states()).items():
             self._queue(destination, retry)
+        for destination, transaction in (await self._store.get_inflight_transactions()).items():
+            self._queue(destination).resume(transaction)
         for destination in await self._store.get_destinations_with_work():
             self._queue(destination).wake()
         self._reader = asyncio.create_task(self._read_stream(), name="federation-stream-reader")

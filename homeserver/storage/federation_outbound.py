@@ -242,20 +242,21 @@ class FederationOutboundStore:
             now_ms,
         )
 
-    async def get_inflight(self, destination: str) -> InflightTransaction | None:
-        row = await self._pool.fetchrow(
-            "SELECT txn_id, body, stream_orderings, edu_ids"
-            " FROM federation_inflight_transactions WHERE destination = $1",
-            destination,
+    async def get_inflight_transactions(self) -> dict[str, InflightTransaction]:
+        """Destination → the transaction an earlier run left unacknowledged."""
+        rows = await self._pool.fetch(
+            "SELECT destination, txn_id, body, stream_orderings, edu_ids"
+            " FROM federation_inflight_transactions"
         )
-        if row is None:
-            return None
-        return InflightTransaction(
-            txn_id=row["txn_id"],
-            body=orjson.loads(row["body"]),
-            stream_orderings=tuple(row["stream_orderings"]),
-            edu_ids=tuple(row["edu_ids"]),
-        )
+        return {
+            row["destination"]: InflightTransaction(
+                txn_id=row["txn_id"],
+                body=orjson.loads(row["body"]),
+                stream_orderings=tuple(row["stream_orderings"]),
+                edu_ids=tuple(row["edu_ids"]),
+            )
+            for row in rows
+        }
 
     async def mark_sent(
         self,
