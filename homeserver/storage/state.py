@@ -20,6 +20,8 @@ StateIds = Mapping[StateKey, str]
 # A new snapshot is taken when a delta chain would grow past this many links, so that
 # reconstructing any state group reads at most this many groups.
 MAX_DELTA_CHAIN: Final = 50
+# From this many state group entries on, one write uses COPY rather than INSERTs.
+COPY_THRESHOLD: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,15 @@ async def insert_state_groups(conn: asyncpg.Connection, groups: Sequence[NewStat
         for g in groups
         for key, event_id in g.entries.items()
     ]
-    if entries:
+    if len(entries) >= COPY_THRESHOLD:
+        # A snapshot of a big room (a remote join's state): COPY costs PostgreSQL about half
+        # of what as many INSERTs do.
+        await conn.copy_records_to_table(
+            "state_group_entries",
+            records=entries,
+            columns=("state_group", "type", "state_key", "event_id"),
+        )
+    elif entries:
         await conn.executemany(
             "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
             " VALUES ($1, $2, $3, $4)",
