@@ -30,7 +30,8 @@ from federation.signing import (
 )
 from homeserver.app import ListenerSpec, build_dependencies, build_listener_apps
 from homeserver.config import Config
-from homeserver.services.passwords import hash_password
+from homeserver.memory import settle_after_startup, tune_malloc
+from homeserver.services.passwords import PasswordHashing
 from homeserver.storage import database, users
 from homeserver.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, prepare_database
 from homeserver.storage.migrations import (
@@ -40,7 +41,6 @@ from homeserver.storage.migrations import (
     latest_version,
     load_migrations,
 )
-from homeserver.tls import write_new_file
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class BindError(StartupError):
 
 def run_server(config: Config) -> int:
     configure_logging(config.log_level)
+    tune_malloc()
     return _run_command(lambda: serve(config))
 
 
@@ -145,6 +146,7 @@ async def serve(config: Config) -> int:
             try:
                 runners = await start_listeners(build_listener_apps(deps), config)
                 logger.info("Veche serving %s", config.server_name)
+                settle_after_startup()
                 await stop.wait()
                 logger.info("shutting down")
                 await stop_listeners(runners)
@@ -182,6 +184,8 @@ def load_signing_key(path: Path) -> SigningKey:
 
 
 def _generate_signing_key(path: Path) -> SigningKey:
+    from homeserver.tls import write_new_file  # cryptography.x509 only when a key is new
+
     key = generate_signing_key()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -409,7 +413,7 @@ def _user_id_for(config: Config, user: str) -> str | None:
 
 
 async def _register_user_command(config: Config, user_id: str, password: str, admin: bool) -> int:
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await asyncio.to_thread(PasswordHashing().hash, password)
     async with open_database(config) as dsn:
         assert dsn is not None
         await migrate(dsn)

@@ -33,7 +33,7 @@ from federation.signing import (
 from homeserver.app import ListenerSpec
 from homeserver.config import parse_config
 from homeserver.server import StartupError, load_signing_key, start_listeners, stop_listeners
-from homeserver.services.passwords import verify_password
+from homeserver.services.passwords import PasswordHashing
 from homeserver.storage import database
 from homeserver.storage.embedded import EmbeddedPostgres
 from homeserver.storage.migrations import apply_migrations
@@ -191,8 +191,8 @@ def test_register_user_creates_the_user_with_a_verifiable_password(data_root: Pa
         embedded.stop()
     assert row is not None
     assert row["admin"] is True
-    assert verify_password(row["password_hash"], "pw1")
-    assert not verify_password(row["password_hash"], "pw2")
+    assert PasswordHashing().verify(row["password_hash"], "pw1")
+    assert not PasswordHashing().verify(row["password_hash"], "pw2")
 
 
 def config_server_name(config: Path) -> str:

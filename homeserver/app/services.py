@@ -30,6 +30,7 @@ from homeserver.services.media import MediaService
 from homeserver.services.media_setup import build_media_service
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
+from homeserver.services.passwords import PasswordHashing
 from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.remote_directory import RemoteDirectoryClient
@@ -70,16 +71,24 @@ class AccountServices:
 
     @classmethod
     def build(
-        cls, config: Config, pool: asyncpg.Pool, on_devices_deleted: DevicesDeletedHook | None
+        cls,
+        config: Config,
+        pool: asyncpg.Pool,
+        hashing: PasswordHashing,
+        on_devices_deleted: DevicesDeletedHook | None,
     ) -> AccountServices:
         authenticator = Authenticator(pool)
-        passwords = PasswordChecker(pool, config.server_name)
+        passwords = PasswordChecker(pool, config.server_name, hashing)
         return cls(
             auth=ClientAuth(authenticator, RateLimiter(config.rate_limits)),
             passwords=passwords,
             uia=UserInteractiveAuth(pool, passwords),
             accounts=AccountService(
-                pool, config.server_name, authenticator, on_devices_deleted=on_devices_deleted
+                pool,
+                config.server_name,
+                authenticator,
+                hashing,
+                on_devices_deleted=on_devices_deleted,
             ),
         )
 
@@ -235,13 +244,17 @@ class Dependencies:
     federation_sender: FederationSender | None = None
     # Keys, cross-signing, send-to-device (C-S "End-to-End Encryption").
     e2ee: E2eeServices | None = None
+    # argon2id hashing of local accounts' passwords (tests pass a cheap one).
+    password_hashing: PasswordHashing = field(default_factory=PasswordHashing)
     # The content repository: uploads, downloads (other servers' media too), thumbnails.
     media: MediaService = field(init=False)
 
     def __post_init__(self) -> None:
         # A deleted device's keys and inbox go, and it is a device list change.
         on_devices_deleted = self.e2ee.keys.on_devices_deleted if self.e2ee else None
-        accounts = AccountServices.build(self.config, self.pool, on_devices_deleted)
+        accounts = AccountServices.build(
+            self.config, self.pool, self.password_hashing, on_devices_deleted
+        )
         object.__setattr__(self, "account_services", accounts)
         federation = None
         if self.remote is not None and self.federation_inbound is not None:
@@ -271,6 +284,7 @@ class Dependencies:
 
     async def close(self) -> None:
         self.sync.close()
+        self.password_hashing.close()
         await self.engine.close()
         if self.federation_sender is not None:
             await self.federation_sender.close()
@@ -279,9 +293,15 @@ class Dependencies:
 
 
 async def build_dependencies(
-    config: Config, pool: asyncpg.Pool, signing_key: SigningKey, schema_version: int
+    config: Config,
+    pool: asyncpg.Pool,
+    signing_key: SigningKey,
+    schema_version: int,
+    password_hashing: PasswordHashing | None = None,
 ) -> Dependencies:
-    """Wire every service once per process, after migrations, before listeners start."""
+    """Wire every service once per process, after migrations, before listeners start.
+
+    `password_hashing` defaults to OWASP's argon2id cost (services/passwords.py)."""
     engine = await RoomEngine.start(config, pool, signing_key)
     sync = await SyncServices.start(
         pool,
@@ -326,8 +346,19 @@ async def build_dependencies(
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
         # Joins, leaves and knocks we accept as resident server go on to the room's servers.
         inbound.membership.set_relay(sender.relay_event)
+    hashing = password_hashing if password_hashing is not None else PasswordHashing()
     deps = Dependencies(
-        config, pool, signing_key, schema_version, engine, sync, remote, inbound, sender, e2ee
+        config,
+        pool,
+        signing_key,
+        schema_version,
+        engine,
+        sync,
+        remote,
+        inbound,
+        sender,
+        e2ee,
+        password_hashing=hashing,
     )
     # C-S "Guest Access": guests leave a room whose m.room.guest_access stops being can_join.
     eviction = GuestEviction(pool, engine.state, deps.room_services.membership, config.server_name)

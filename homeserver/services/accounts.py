@@ -28,7 +28,7 @@ from homeserver.services.auth import (
     now_ms,
     token_hash,
 )
-from homeserver.services.passwords import hash_password_async
+from homeserver.services.passwords import PasswordHashing
 from homeserver.storage import accounts, guest_accounts, users
 from homeserver.storage.accounts import Device
 
@@ -100,6 +100,7 @@ class AccountService:
         pool: asyncpg.Pool,
         server_name: str,
         authenticator: Authenticator,
+        hashing: PasswordHashing,
         *,
         refreshable_token_lifetime_ms: int = DEFAULT_REFRESHABLE_TOKEN_LIFETIME_MS,
         clock: Callable[[], int] = now_ms,
@@ -109,6 +110,7 @@ class AccountService:
         self._pool = pool
         self.server_name = server_name
         self._authenticator = authenticator
+        self._hashing = hashing
         self._token_lifetime_ms = refreshable_token_lifetime_ms
         self._clock = clock
         self._on_deactivated = on_deactivated
@@ -159,7 +161,7 @@ class AccountService:
         tokens."""
         if password is not None:
             check_password_length(password)
-        password_hash = None if password is None else await hash_password_async(password)
+        password_hash = None if password is None else await self._hashing.hash_async(password)
         for _attempt in range(10):
             candidate = user_id or self._generated_user_id()
             try:
@@ -221,7 +223,7 @@ class AccountService:
         account is no longer a guest (upgraded meanwhile)."""
         if password is not None:
             check_password_length(password)
-        password_hash = None if password is None else await hash_password_async(password)
+        password_hash = None if password is None else await self._hashing.hash_async(password)
         async with self._pool.acquire() as conn, conn.transaction():
             if not await guest_accounts.upgrade_guest(conn, user_id, password_hash):
                 raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
@@ -366,7 +368,7 @@ class AccountService:
     ) -> None:
         """C-S `POST /account/password`; with `logout_devices`, every other device goes."""
         check_password_length(new_password)
-        password_hash = await hash_password_async(new_password)
+        password_hash = await self._hashing.hash_async(new_password)
         await accounts.set_password_hash(self._pool, user_id, password_hash)
         if logout_devices:
             await self.delete_devices(user_id, None, keep=keep_device)

@@ -7,23 +7,14 @@ so they never match (403, as the spec requires for an unknown 3PID).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 import asyncpg
 
 from federation.ids import localpart_of, server_name_of
 from homeserver.errors import MatrixError
-from homeserver.services.passwords import hash_password, verify_password_async
+from homeserver.services.passwords import PasswordHashing
 from homeserver.storage import accounts, users
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified when the user does not exist, so that a wrong user name costs as much time as
-    a wrong password and the timing does not reveal which accounts exist."""
-    return hash_password("veche: no such user")
 
 
 def forbidden() -> MatrixError:
@@ -65,9 +56,18 @@ def password_of(body: dict[str, Any]) -> str:
 
 
 class PasswordChecker:
-    def __init__(self, pool: asyncpg.Pool, server_name: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, server_name: str, hashing: PasswordHashing) -> None:
         self._pool = pool
         self._server_name = server_name
+        self._hashing = hashing
+        self._dummy_hash: str | None = None
+
+    async def _hash_for_unknown_user(self) -> str:
+        """Verified when the user does not exist, so that a wrong user name costs as much time
+        as a wrong password and the timing does not reveal which accounts exist."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hashing.hash_async("veche: no such user")
+        return self._dummy_hash
 
     async def resolve_user_id(self, user: str) -> str | None:
         """The local account `user` (user ID or localpart) names, matching case-insensitively."""
@@ -98,10 +98,10 @@ class PasswordChecker:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
         stored = account.password_hash if account is not None else None
         if stored is None:
-            stored_or_dummy = await asyncio.to_thread(_dummy_hash)
+            stored_or_dummy = await self._hash_for_unknown_user()
         else:
             stored_or_dummy = stored
-        matches = await verify_password_async(stored_or_dummy, password)
+        matches = await self._hashing.verify_async(stored_or_dummy, password)
         if account is None or stored is None or not matches:
             raise forbidden()
         return account.user_id

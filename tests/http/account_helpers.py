@@ -1,7 +1,7 @@
 """The real application on an ephemeral port, and a tiny client, for the account tests.
 
-Password hashing stays argon2id but with small parameters while a test server runs (the
-production cost, ~0.5 s per hash on the shared test machine, would dominate the run time).
+Password hashing stays argon2id but with `CHEAP_COST` in the test server (the production
+cost, tens of milliseconds per hash on the shared test machine, would dominate the run time).
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from argon2 import PasswordHasher
 
 from federation.signing import generate_signing_key
 from homeserver.app import Dependencies, build_dependencies, build_listener_apps
 from homeserver.config import parse_config
 from homeserver.server import start_listeners, stop_listeners
-from homeserver.services import passwords
+from homeserver.services.passwords import CHEAP_COST, PasswordHashing
 from homeserver.storage.migrations import latest_version, load_migrations
 
 SERVER_NAME = "accounts.test"
@@ -99,6 +98,8 @@ def accounts_config(tmp_path: Path, dsn: str, **extra: Any) -> Any:
             "federation": {"enabled": False},
             "registration": {"enabled": True},
             "rate_limits": {"enabled": False},
+            # Presence updates wake room members' long-polls; the presence tests turn it on.
+            "presence": {"enabled": False},
             **extra,
         },
         base_dir=tmp_path,
@@ -109,13 +110,12 @@ def accounts_config(tmp_path: Path, dsn: str, **extra: Any) -> Any:
 async def running_server(
     tmp_path: Path, dsn: str, pool: asyncpg.Pool, **config: Any
 ) -> AsyncIterator[Client]:
-    fast = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    original, passwords._hasher = passwords._hasher, fast  # type: ignore[misc]
     deps = await build_dependencies(
         accounts_config(tmp_path, dsn, **config),
         pool,
         generate_signing_key(),
         latest_version(load_migrations()),
+        password_hashing=PasswordHashing(CHEAP_COST),
     )
     runners = await start_listeners(build_listener_apps(deps), deps.config)
     port = int(runners[0].addresses[0][1])
@@ -124,4 +124,4 @@ async def running_server(
             yield Client(http, f"http://127.0.0.1:{port}", deps)
     finally:
         await stop_listeners(runners)
-        passwords._hasher = original  # type: ignore[misc]
+        deps.password_hashing.close()
