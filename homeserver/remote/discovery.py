@@ -13,14 +13,13 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
-
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
+from typing import TYPE_CHECKING, Final, Protocol
 
 from federation.ids import parse_server_name
 from homeserver.remote.ipfilter import parse_ip
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 logger = logging.getLogger(__name__)
 
@@ -67,20 +66,33 @@ class WellKnownSource(Protocol):
 
 class DnsSrvLookup:
     """SRV lookups with dnspython's asyncio resolver; no record (or a DNS failure) is an empty
-    answer, so discovery falls through to the next step."""
+    answer, so discovery falls through to the next step.
+
+    dnspython (~3 MB of modules) is imported at the first lookup, not at start-up: a server
+    that never federates never needs it (docs/memory.md)."""
 
     def __init__(self, resolver: dns.asyncresolver.Resolver | None = None) -> None:
-        if resolver is None:
-            try:
-                resolver = dns.asyncresolver.Resolver()
-            except dns.resolver.NoResolverConfiguration:
-                logger.warning("no DNS resolver configuration: SRV records cannot be used")
-                resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.cache = dns.resolver.LRUCache()
-            resolver.lifetime = SRV_LOOKUP_TIMEOUT_S
         self._resolver = resolver
 
+    def _default_resolver(self) -> dns.asyncresolver.Resolver:
+        import dns.asyncresolver
+        import dns.resolver
+
+        try:
+            resolver = dns.asyncresolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            logger.warning("no DNS resolver configuration: SRV records cannot be used")
+            resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.cache = dns.resolver.LRUCache()
+        resolver.lifetime = SRV_LOOKUP_TIMEOUT_S
+        return resolver
+
     async def __call__(self, name: str) -> list[SrvRecord]:
+        import dns.exception
+        import dns.resolver
+
+        if self._resolver is None:
+            self._resolver = self._default_resolver()
         try:
             answer = await self._resolver.resolve(name, "SRV")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
