@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -27,6 +28,10 @@ CROSS_SIGNING_FIELDS: Final = {
     "self_signing": "self_signing_keys",
     "user_signing": "user_signing_keys",
 }
+# Devices whose key counts /sync keeps in memory (least recently used dropped first).
+KEY_COUNT_CACHE_SIZE: Final = 10_000
+
+KeyCounts = tuple[dict[str, int], list[str]]
 
 
 class FederationPoster(Protocol):
@@ -116,6 +121,13 @@ class E2eKeysService:
         self._device_lists = device_lists
         self._server_name = server_name
         self._remote = remote
+        # (user, device) → `device_one_time_keys_count`, `device_unused_fallback_key_types`:
+        # every /sync response carries them, and only this service changes the keys (upload,
+        # claim — local or over federation — and device deletion), so each change drops the
+        # device's entry. `_key_generation` counts the drops: a read that overlapped one is not
+        # cached (it may predate the change).
+        self._key_counts: OrderedDict[tuple[str, str], KeyCounts] = OrderedDict()
+        self._key_generation = 0
 
     def is_local(self, user_id: str) -> bool:
         return server_name_of(user_id) == self._server_name
@@ -137,8 +149,11 @@ class E2eKeysService:
                 raise bad_json("device_keys.keys must be an object")
             if await self._store.set_device_keys(user_id, device_id, device_keys):
                 await self._device_lists.mark_changed(user_id, device_id, keys=device_keys)
-        await self._store.add_one_time_keys(user_id, device_id, one_time_keys)
-        await self._store.set_fallback_keys(user_id, device_id, fallback_keys)
+        try:
+            await self._store.add_one_time_keys(user_id, device_id, one_time_keys)
+            await self._store.set_fallback_keys(user_id, device_id, fallback_keys)
+        finally:
+            self._forget_key_counts(user_id, [device_id])
         counts = await self._store.count_one_time_keys(user_id, device_id)
         # Clients expect the count of signed_curve25519 even when it is zero.
         counts.setdefault("signed_curve25519", 0)
@@ -277,7 +292,10 @@ class E2eKeysService:
         claimed: dict[str, dict[str, dict[str, Any]]] = {}
         for user_id, devices in requested.items():
             for device_id, algorithm in devices.items():
-                key = await self._store.claim_key(user_id, device_id, algorithm)
+                try:
+                    key = await self._store.claim_key(user_id, device_id, algorithm)
+                finally:
+                    self._forget_key_counts(user_id, [device_id])
                 if key is not None:
                     claimed.setdefault(user_id, {})[device_id] = {
                         f"{key.algorithm}:{key.key_id}": key.key
@@ -291,7 +309,10 @@ class E2eKeysService:
         change, deactivation): their keys and to-device inbox go, and each deletion is a device
         list change (C-S "Tracking the device list for a user"; S2S "Device Management":
         `m.device_list_update` with `deleted: true`)."""
-        await self._store.delete_device_keys(user_id, device_ids)
+        try:
+            await self._store.delete_device_keys(user_id, device_ids)
+        finally:
+            self._forget_key_counts(user_id, device_ids)
         await self._store.delete_to_device_inbox(user_id, device_ids)
         for device_id in device_ids:
             await self._device_lists.mark_changed(user_id, device_id, deleted=True)
@@ -323,8 +344,25 @@ class E2eKeysService:
     async def device_list_stream_id(self, user_id: str) -> int:
         return await self._store.get_device_list_stream_id(user_id)
 
-    async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
-        """`device_one_time_keys_count` and `device_unused_fallback_key_types` for /sync."""
+    async def key_counts(self, user_id: str, device_id: str) -> KeyCounts:
+        """`device_one_time_keys_count` and `device_unused_fallback_key_types` for /sync
+        (from memory when nothing changed the device's keys since they were last read)."""
+        key = (user_id, device_id)
+        cached = self._key_counts.get(key)
+        if cached is not None:
+            self._key_counts.move_to_end(key)
+            return dict(cached[0]), list(cached[1])
+        generation = self._key_generation
         counts = await self._store.count_one_time_keys(user_id, device_id)
         counts.setdefault("signed_curve25519", 0)
-        return counts, await self._store.unused_fallback_key_types(user_id, device_id)
+        fallback_types = await self._store.unused_fallback_key_types(user_id, device_id)
+        if generation == self._key_generation:
+            self._key_counts[key] = (dict(counts), list(fallback_types))
+            if len(self._key_counts) > KEY_COUNT_CACHE_SIZE:
+                self._key_counts.popitem(last=False)
+        return counts, fallback_types
+
+    def _forget_key_counts(self, user_id: str, device_ids: Sequence[str]) -> None:
+        self._key_generation += 1
+        for device_id in device_ids:
+            self._key_counts.pop((user_id, device_id), None)

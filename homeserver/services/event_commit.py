@@ -58,8 +58,10 @@ class BatchCommitter:
             items = [
                 replace(p, stream_ordering=s) for p, s in zip(batch.to_persist, ps, strict=True)
             ]
-            await self._events.persist(batch.to_persist_batch(items, self._clock()))
+            persisted = batch.to_persist_batch(items, self._clock())
+            await self._events.persist(persisted)
             self._cache_batch(batch)
+            self._notifier.record_committed(persisted)  # /sync's recent events (sync_recent)
             for item in items:
                 if item.visible_to_clients or item.out_of_band_membership:
                     self._notify(item)

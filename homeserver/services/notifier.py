@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from homeserver.services.streams import StreamTracker
 
@@ -35,9 +36,13 @@ class Notifier:
         # already behind return at once instead of waiting.
         self._room_positions: dict[str, int] = {}
         self._user_positions: dict[str, int] = {}
+        # Latest position per room that affected a user (membership events): lets /sync skip
+        # the device-list delta when nobody joined or left any of the reader's rooms.
+        self._room_member_positions: dict[str, int] = {}
         self._room_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._user_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._pending: list[_Pending] = []
+        self._commit_listeners: list[Callable[[Any], None]] = []
         # Announcements start at construction (process start): for an older token we do not
         # know what changed in between, so the reader must look in storage rather than wait.
         self._start_position = tracker.current_position
@@ -46,6 +51,16 @@ class Notifier:
     @property
     def current_position(self) -> int:
         return self._tracker.current_position
+
+    def add_commit_listener(self, listener: Callable[[Any], None]) -> None:
+        """Call `listener(batch)` with each committed batch (event stream: a PersistBatch),
+        before its positions are announced (homeserver/services/sync_recent.py)."""
+        self._commit_listeners.append(listener)
+
+    def record_committed(self, batch: Any) -> None:
+        """The writer committed `batch`; called before the tracker passes its positions."""
+        for listener in self._commit_listeners:
+            listener(batch)
 
     def notify_new_event(
         self, room_id: str, position: int, user_ids_affected: Iterable[str] = ()
@@ -67,6 +82,8 @@ class Notifier:
         if item.position > self._room_positions.get(item.room_id, 0):
             self._room_positions[item.room_id] = item.position
         _wake(self._room_waiters.pop(item.room_id, ()))
+        if item.user_ids and item.position > self._room_member_positions.get(item.room_id, 0):
+            self._room_member_positions[item.room_id] = item.position
         for user_id in item.user_ids:
             if item.position > self._user_positions.get(user_id, 0):
                 self._user_positions[user_id] = item.position
@@ -88,6 +105,17 @@ class Notifier:
         if from_position < self._start_position:
             return None
         return [r for r in room_ids if self._room_positions.get(r, 0) > from_position]
+
+    def users_affected_after(
+        self, user_id: str, room_ids: Collection[str], from_position: int
+    ) -> bool:
+        """Whether an announcement after `from_position` affected `user_id` or any user of
+        `room_ids` (a membership change); True when `from_position` predates this process."""
+        if from_position < self._start_position:
+            return True
+        if self._user_positions.get(user_id, 0) > from_position:
+            return True
+        return any(self._room_member_positions.get(r, 0) > from_position for r in room_ids)
 
     async def wait_for_events(
         self, user_id: str, room_ids: Collection[str], from_position: int, timeout_ms: int

@@ -42,7 +42,8 @@ from homeserver.services.push_rules_edit import (
     remove_user_rule,
 )
 from homeserver.services.state import RoomStateCache
-from homeserver.storage.push_data import PushAction, PushDataStore
+from homeserver.services.sync_recent import RecentEvents
+from homeserver.storage.push_data import PushAction, PushDataStore, UnreadCounts
 from homeserver.storage.sync_data import GLOBAL, SyncDataStore
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ POWER_LEVELS: Final = "m.room.power_levels"
 # user_power_level reads the create event (room creators) and the power levels.
 _POWER_KEYS: Final = (("m.room.create", ""), (POWER_LEVELS, ""))
 _RULE_CACHE_SIZE: Final = 10_000
+# (user, room) unread counts kept for /sync (least recently used dropped first).
+_UNREAD_CACHE_SIZE: Final = 50_000
 # /sync waits at most this long for push evaluation before counting anyway.
 _PROCESSING_WAIT_S: Final = 2.0
 
@@ -91,6 +94,22 @@ class PushService:
         self._rules: OrderedDict[str, PushRuleSet] = OrderedDict()
         self._busy: dict[str, int] = {}  # room_id → hooks running
         self._idle: dict[str, asyncio.Event] = {}
+        # The latest background evaluation per room (the next one waits for it), and all.
+        self._room_tails: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Unread counts change only when push actions are inserted (here: the cached counts
+        # grow) or a read position moves (SyncDataStore.advance_read_position tells its
+        # listeners: the entry is dropped). `_read_after` keeps the highest read position set
+        # in this process per (user, room): an action at or below it may not count, so it
+        # drops the entry instead. `_unread_generation` counts changes, so a read overlapping
+        # one is not cached.
+        self._unread: OrderedDict[tuple[str, str], UnreadCounts] = OrderedDict()
+        self._read_after: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._unread_generation = 0
+        # The latest events with their positions (set by SyncService): saves reading them.
+        self.recent: RecentEvents | None = None
+        self._inserting = 0  # inserts in flight: a read overlapping one may count it twice
+        sync_data.read_position_listeners.append(self._read_position_moved)
         account_data.set_default(PUSH_RULES, self._push_rules_content)
 
     # --- rule sets ------------------------------------------------------------------------
@@ -161,18 +180,44 @@ class PushService:
     # --- evaluation (the persisted hook) ----------------------------------------------------
 
     async def on_events_persisted(self, events: Sequence[Event]) -> None:
+        """Mark the rooms busy, then evaluate in the background (after earlier batches of the
+        same rooms), so the room's writer need not wait for it."""
         rooms = {event.room_id for event in events}
         for room_id in rooms:  # before any await: see the module docstring
             self._busy[room_id] = self._busy.get(room_id, 0) + 1
             self._idle.setdefault(room_id, asyncio.Event()).clear()
+        earlier = {t for r in rooms if (t := self._room_tails.get(r)) is not None}
+        task = asyncio.create_task(self._evaluate_after(earlier, events, rooms))
+        for room_id in rooms:
+            self._room_tails[room_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _evaluate_after(
+        self,
+        earlier: Collection[asyncio.Task[None]],
+        events: Sequence[Event],
+        rooms: Collection[str],
+    ) -> None:
         try:
+            if earlier:
+                await asyncio.wait(earlier)
             await self._process(events)
+        except Exception:
+            logger.exception("push evaluation failed")
         finally:
             for room_id in rooms:
+                if self._room_tails.get(room_id) is asyncio.current_task():
+                    del self._room_tails[room_id]
                 self._busy[room_id] -= 1
                 if not self._busy[room_id]:
                     del self._busy[room_id]
                     self._idle.pop(room_id).set()
+
+    async def close(self) -> None:
+        """Finish the evaluations in progress."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def wait_until_processed(self, room_ids: Iterable[str]) -> None:
         """Wait (briefly) for push evaluation of committed events of these rooms."""
@@ -184,20 +229,97 @@ class PushService:
             except TimeoutError:
                 logger.warning("push evaluation is slow; counting without it")
 
+    # --- unread counts (C-S "Receiving notifications") --------------------------------------
+
+    async def unread_counts(
+        self, user_id: str, room_ids: Collection[str]
+    ) -> dict[str, UnreadCounts]:
+        """Notification and highlight counts after the user's read position, per room."""
+        result: dict[str, UnreadCounts] = {}
+        missing = []
+        for room_id in room_ids:
+            cached = self._unread.get((user_id, room_id))
+            if cached is None:
+                missing.append(room_id)
+            else:
+                self._unread.move_to_end((user_id, room_id))
+                result[room_id] = cached
+        if not missing:
+            return result
+        generation = self._unread_generation
+        quiet = not self._inserting
+        found = await self._store.get_unread_counts(user_id, missing)
+        keep = quiet and not self._inserting and generation == self._unread_generation
+        for room_id in missing:
+            counts = found.get(room_id, UnreadCounts())
+            result[room_id] = counts
+            if keep:
+                self._unread[(user_id, room_id)] = counts
+        while len(self._unread) > _UNREAD_CACHE_SIZE:
+            self._unread.popitem(last=False)
+        return result
+
+    async def _positions(self, events: Sequence[Event]) -> dict[str, int]:
+        """Stream positions of committed events: from /sync's recent events, else storage."""
+        found = self.recent.positions_of(events) if self.recent is not None else {}
+        missing = [e.event_id for e in events if e.event_id not in found]
+        if missing:
+            found.update(await self._sync_data.get_stream_orderings(missing))
+        return found
+
+    def _read_position_moved(self, user_id: str, room_id: str, position: int) -> None:
+        key = (user_id, room_id)
+        self._unread_generation += 1
+        self._unread.pop(key, None)
+        self._read_after[key] = max(position, self._read_after.get(key, position))
+        self._read_after.move_to_end(key)
+        if len(self._read_after) > _UNREAD_CACHE_SIZE:
+            # Forgetting a read position could let a stale action count: forget the counts.
+            self._read_after.popitem(last=False)
+            self._unread.clear()
+
+    def _count_new_actions(self, actions: Sequence[PushAction]) -> None:
+        """Inserted actions (of new events) add to the cached counts of their (user, room)."""
+        for action in actions:
+            key = (action.user_id, action.room_id)
+            cached = self._unread.get(key)
+            if cached is None:
+                continue
+            if action.stream_ordering <= self._read_after.get(key, -1):
+                del self._unread[key]
+                continue
+            self._unread[key] = UnreadCounts(
+                cached.notification_count + 1, cached.highlight_count + int(action.highlight)
+            )
+
     async def _process(self, events: Sequence[Event]) -> None:
-        positions = await self._sync_data.get_stream_orderings([e.event_id for e in events])
+        positions = await self._positions(events)
         actions: list[PushAction] = []
+        # C-S "Marking notifications as read": sending an event reads up to it.
+        read_up_to: dict[tuple[str, str], int] = {}
         for event in events:
             position = positions.get(event.event_id)
             if position is None:
                 continue
             if server_name_of(event.sender) == self._server_name:
-                # C-S "Marking notifications as read": sending an event reads up to it.
-                await self._sync_data.advance_read_position(
-                    event.sender, event.room_id, "", position
-                )
+                key = (event.sender, event.room_id)
+                read_up_to[key] = max(position, read_up_to.get(key, position))
             actions.extend(await self._evaluate_event(event, position))
-        await self._store.insert_push_actions(actions)
+        self._inserting += 1
+        try:
+            # One statement for the whole batch (the room's writer waits for it).
+            await self._store.record_evaluation(read_up_to, actions)
+        except BaseException:
+            for action in actions:  # unknown outcome: read them again
+                self._unread.pop((action.user_id, action.room_id), None)
+            raise
+        else:
+            for (user_id, room_id), position in read_up_to.items():
+                self._read_position_moved(user_id, room_id, position)
+            self._count_new_actions(actions)
+        finally:
+            self._inserting -= 1
+            self._unread_generation += 1
 
     async def _evaluate_event(self, event: Event, position: int) -> list[PushAction]:
         # Only what the rules need, never the whole state: the joined members (kept per

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -23,6 +24,7 @@ from homeserver.services.state import RoomStateCache
 from homeserver.services.sync_e2ee import E2eeSyncSection, empty_section, has_device_list_changes
 from homeserver.services.sync_ephemeral import EphemeralSyncSection
 from homeserver.services.sync_events import format_events
+from homeserver.services.sync_recent import RecentEvents
 from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
 from homeserver.services.sync_streams import SyncStreams
 from homeserver.services.sync_to_device import ToDeviceSyncSection
@@ -35,6 +37,8 @@ from homeserver.storage.sync_data import GLOBAL, AccountDataRow, SyncDataStore
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_TIMEOUT_MS: Final = 5 * 60_000
+# Users whose memberships are kept between /sync requests (least recently used dropped).
+MEMBERSHIP_CACHE_SIZE: Final = 10_000
 # Rooms of one response built at the same time (each takes a pooled connection per query).
 ROOM_CONCURRENCY: Final = 8
 
@@ -82,16 +86,18 @@ class SyncService:
         self._account_data = account_data
         self._push = push
         self._clock = clock
+        self._recent = RecentEvents(lambda: streams.events.current_position)
+        streams.events.add_commit_listener(self._recent.record)
+        builder.recent = self._recent
+        push.recent = self._recent
+        self._membership_cache: OrderedDict[str, tuple[Sequence[Membership], int]] = OrderedDict()
         # Device lists and key counts; set by homeserver/app.py once E2EE is wired.
         self.e2ee: E2eeSyncSection | None = None
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         current = self._streams.current_token()
         since = request.since.capped(current) if request.since is not None else None
-        memberships = await self._rooms.get_local_memberships(request.user_id)
-        # The events position the memberships were read at (or later): a membership change
-        # after it is announced to the user (Notifier), and only then are they read again.
-        read_at = current.events
+        memberships, read_at = await self._memberships(request.user_id, current.events)
         response, empty = await self._build(request, since, current, memberships)
         # full_state: "the timeout parameter will be ignored and the query will return
         # immediately".
@@ -108,12 +114,31 @@ class SyncService:
             after = await self._streams.wait(request.user_id, rooms, current, remaining_ms)
             if not after.is_after(current):
                 break
-            if self._streams.events.has_new_events(request.user_id, (), read_at):
-                memberships = await self._rooms.get_local_memberships(request.user_id)
-                read_at = after.events
+            memberships, read_at = await self._memberships(request.user_id, after.events, read_at)
             current = after
             response, empty = await self._build(request, since, current, memberships)
         return response
+
+    async def _memberships(
+        self, user_id: str, now: int, read_at: int | None = None
+    ) -> tuple[Sequence[Membership], int]:
+        """The user's memberships, and the events position they were read at (or later).
+        A membership change after that position is announced to the user (Notifier), and only
+        then are they read again; between requests they are kept per user."""
+        cached = self._membership_cache.get(user_id)
+        if (
+            cached is not None
+            and (read_at is None or cached[1] >= read_at)
+            and not self._streams.events.has_new_events(user_id, (), cached[1])
+        ):
+            self._membership_cache.move_to_end(user_id)
+            return cached
+        memberships = await self._rooms.get_local_memberships(user_id)
+        self._membership_cache[user_id] = (memberships, now)
+        self._membership_cache.move_to_end(user_id)
+        if len(self._membership_cache) > MEMBERSHIP_CACHE_SIZE:
+            self._membership_cache.popitem(last=False)
+        return memberships, now
 
     async def _build(
         self,
@@ -127,7 +152,8 @@ class SyncService:
         (sections, global_account_data), (to_device, to_device_at), e2ee = await _concurrently(
             self._rooms_sections(request, since, now, all_memberships),
             self._to_device.section(request.user_id, request.device_id, since, now),
-            self._e2ee(request, since, now),
+            self._e2ee(request, since, now, all_memberships),
+            parallel=since is None,
         )
         response = {
             "next_batch": str(replace(now, to_device=to_device_at)),
@@ -146,11 +172,20 @@ class SyncService:
         return response, empty
 
     async def _e2ee(
-        self, request: SyncRequest, since: SyncToken | None, now: SyncToken
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        now: SyncToken,
+        memberships: Sequence[Membership],
     ) -> dict[str, Any]:
         if self.e2ee is None:
             return empty_section()
-        return await self.e2ee.section(request.user_id, request.device_id, since, now)
+        changed = since is None or self._streams.events.users_affected_after(
+            request.user_id, [m.room_id for m in memberships], since.events
+        )
+        return await self.e2ee.section(
+            request.user_id, request.device_id, since, now, memberships_changed=changed
+        )
 
     async def _rooms_sections(
         self,
@@ -174,6 +209,7 @@ class SyncService:
             ),
             self._account_data_changes(user_id, since, now),
             self._rooms_with_events(joined, since, now),
+            parallel=since is None,
         )
         room_account_data: dict[str, list[dict[str, Any]]] = {}
         global_account_data = []
@@ -247,6 +283,10 @@ class SyncService:
             room_ids = room_ids if announced is None else announced
         if not room_ids:
             return ()
+        lower = since.events if since else 0
+        known = {r: self._recent.has_events(r, lower, now.events) for r in room_ids}
+        if all(found is not None for found in known.values()):
+            return [r for r, found in known.items() if found]
         return await self._events.get_room_ids_with_events_between(
             room_ids, since.events if since else 0, now.events
         )
@@ -333,7 +373,7 @@ class SyncService:
         if not rooms:
             return
         await self._push.wait_until_processed(rooms)
-        counts = await self._push_store.get_unread_counts(user_id, list(rooms))
+        counts = await self._push.unread_counts(user_id, list(rooms))
         for room_id, room in rooms.items():
             found = counts.get(room_id)
             room["unread_notifications"] = {
@@ -342,9 +382,21 @@ class SyncService:
             }
 
 
-async def _concurrently(*awaitables: Awaitable[Any]) -> list[Any]:
+async def _concurrently(*awaitables: Awaitable[Any], parallel: bool = True) -> list[Any]:
     """Await independent parts at once; if one fails, the others are cancelled (not left
-    running) and its exception propagates unchanged."""
+    running) and its exception propagates unchanged. Not `parallel` (an incremental sync,
+    whose parts mostly come from memory): one after another, without a task each."""
+    if not parallel:
+        results = []
+        pending = list(awaitables)
+        try:
+            while pending:
+                results.append(await pending.pop(0))
+        finally:
+            for left in pending:  # not started: close them quietly
+                if isinstance(left, Coroutine):
+                    left.close()
+        return results
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
         return list(await asyncio.gather(*tasks))

@@ -26,15 +26,24 @@ class E2eeSyncSection:
         self._keys = keys
 
     async def section(
-        self, user_id: str, device_id: str | None, since: SyncToken | None, now: SyncToken
+        self,
+        user_id: str,
+        device_id: str | None,
+        since: SyncToken | None,
+        now: SyncToken,
+        *,
+        memberships_changed: bool = True,
     ) -> dict[str, Any]:
+        """`memberships_changed` False: no membership event in the user's rooms (nor of the
+        user) in `(since, now]`, so only device-list changes can make the delta non-empty."""
         changed: set[str] = set()
         left: set[str] = set()
         # Device lists are deltas: an initial sync has none (the client queries every
         # member's keys instead).
         # Neither device lists nor memberships moved: the delta is empty, no need to read it.
         if since is not None and (
-            since.device_lists < now.device_lists or since.events < now.events
+            since.device_lists < now.device_lists
+            or (since.events < now.events and memberships_changed)
         ):
             changed, left = await self._keys.device_list_delta(user_id, since, now)
         section: dict[str, Any] = {

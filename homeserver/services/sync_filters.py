@@ -11,6 +11,7 @@ from homeserver.services.filters import Filter, FilterError, parse_filter, parse
 from homeserver.storage.sync_data import SyncDataStore
 
 _CACHE_SIZE: Final = 10_000
+_INLINE_CACHE_SIZE: Final = 1_000
 _MAX_FILTER_ID: Final = 2**63 - 1
 
 
@@ -23,6 +24,8 @@ class SyncFilters:
         self._store = store
         # Filters never change once stored, so parsed ones can be kept.
         self._cache: OrderedDict[tuple[str, int], Filter] = OrderedDict()
+        # Inline filters by their text: clients repeat the same one on every /sync.
+        self._inline: OrderedDict[str, Filter] = OrderedDict()
 
     async def create(self, user_id: str, body: Any) -> str:
         """`POST /user/{userId}/filter`: validate and store; the new filter ID."""
@@ -54,10 +57,17 @@ class SyncFilters:
         if param is None or param == "":
             return Filter()
         if param.lstrip().startswith("{"):
+            if (known := self._inline.get(param)) is not None:
+                self._inline.move_to_end(param)
+                return known
             try:
-                return parse_inline_filter(param)
+                parsed = parse_inline_filter(param)
             except FilterError as e:
                 raise _filter_error(e) from None
+            self._inline[param] = parsed
+            while len(self._inline) > _INLINE_CACHE_SIZE:
+                self._inline.popitem(last=False)
+            return parsed
         try:
             return await self.get(user_id, param)
         except MatrixError:

@@ -23,6 +23,7 @@ from homeserver.services.sync_events import (
     matches_view,
     stripped_state,
 )
+from homeserver.services.sync_recent import RecentEvents
 from homeserver.services.tokens import StreamToken
 from homeserver.services.visibility import VisibilityLoader, filter_visible
 from homeserver.storage.event_rows import EventRow
@@ -78,6 +79,9 @@ class RoomSyncBuilder:
         self._state = state
         self._store = store
         self._visibility = visibility
+        # The latest events of each room in memory (set by SyncService): a woken /sync's
+        # timeline comes from there; older ranges from the database.
+        self.recent: RecentEvents | None = None
 
     async def room(
         self, rng: RoomRange, sync_filter: Filter, heroes: Collection[str] = ()
@@ -99,7 +103,7 @@ class RoomSyncBuilder:
         collected: list[EventRow] = []
         exhausted = False
         for _ in range(_MAX_TIMELINE_READS):
-            rows = await self._events.get_room_events_in_range(rng.room_id, lower, upper, limit + 1)
+            rows = await self._events_in_range(rng.room_id, lower, upper, limit + 1)
             matching = [
                 row
                 for row in rows
@@ -117,6 +121,15 @@ class RoomSyncBuilder:
         start = collected[0].stream_ordering - 1 if collected else rng.until
         views = await self._views(rng, collected)
         return Timeline(views, limited, str(StreamToken(start)))
+
+    async def _events_in_range(
+        self, room_id: str, lower: int, upper: int, limit: int
+    ) -> list[EventRow]:
+        if self.recent is not None:
+            rows = self.recent.events_in_range(room_id, lower, upper, limit)
+            if rows is not None:
+                return rows
+        return await self._events.get_room_events_in_range(room_id, lower, upper, limit)
 
     async def _visible(self, rng: RoomRange, rows: list[EventRow]) -> list[EventRow]:
         # Joined all along: membership is "join" at every event after the join (rule 2).

@@ -6,7 +6,7 @@ and `notification_read_positions` (read here for unread counts; written by recei
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -161,6 +161,42 @@ class PushDataStore:
                 " ON CONFLICT (user_id, event_id) DO NOTHING",
                 rows,
             )
+
+    async def record_evaluation(
+        self, read_up_to: Mapping[tuple[str, str], int], actions: Sequence[PushAction]
+    ) -> None:
+        """One statement: move senders' unthreaded read positions forward (never back) to the
+        `(user, room) → position` given, and insert the push actions."""
+        if not read_up_to and not actions:
+            return
+        read_keys = list(read_up_to)
+        await self._pool.execute(
+            """
+            WITH read AS (
+              INSERT INTO notification_read_positions (user_id, room_id, thread_id,
+                                                      stream_ordering)
+              SELECT u, r, '', s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(u, r, s)
+              ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_ordering =
+                GREATEST(notification_read_positions.stream_ordering, EXCLUDED.stream_ordering)
+            )
+            INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,
+                                            thread_id, actions, highlight, ts)
+            SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
+                                 $9::text[], $10::boolean[], $11::bigint[])
+            ON CONFLICT (user_id, event_id) DO NOTHING
+            """,
+            [u for u, _ in read_keys],
+            [r for _, r in read_keys],
+            [read_up_to[k] for k in read_keys],
+            [a.user_id for a in actions],
+            [a.event_id for a in actions],
+            [a.room_id for a in actions],
+            [a.stream_ordering for a in actions],
+            [a.thread_id for a in actions],
+            [orjson.dumps(list(a.actions)).decode() for a in actions],
+            [a.highlight for a in actions],
+            [a.ts for a in actions],
+        )
 
     async def get_unread_counts(
         self, user_id: str, room_ids: Collection[str]

@@ -8,7 +8,7 @@ Push rules and push actions are in homeserver/storage/push_data.py.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -54,6 +54,9 @@ class ReceiptRow:
 class SyncDataStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # Called with (user_id, room_id, stream_ordering) after a read position may have moved
+        # (PushService keeps unread counts in memory).
+        self.read_position_listeners: list[Callable[[str, str, int], None]] = []
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -173,16 +176,21 @@ class SyncDataStore:
     ) -> None:
         """Move the read position forward only: the receipt "more ahead" wins (C-S "Receiving
         notifications")."""
-        await self._pool.execute(
-            "INSERT INTO notification_read_positions (user_id, room_id, thread_id,"
-            " stream_ordering) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id)"
-            " DO UPDATE SET stream_ordering = GREATEST(notification_read_positions"
-            ".stream_ordering, EXCLUDED.stream_ordering)",
-            user_id,
-            room_id,
-            thread_id,
-            stream_ordering,
-        )
+        try:
+            await self._pool.execute(
+                "INSERT INTO notification_read_positions (user_id, room_id, thread_id,"
+                " stream_ordering) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (user_id, room_id, thread_id)"
+                " DO UPDATE SET stream_ordering = GREATEST(notification_read_positions"
+                ".stream_ordering, EXCLUDED.stream_ordering)",
+                user_id,
+                room_id,
+                thread_id,
+                stream_ordering,
+            )
+        finally:
+            for listener in self.read_position_listeners:
+                listener(user_id, room_id, stream_ordering)
 
     async def get_stream_orderings(self, event_ids: Collection[str]) -> dict[str, int]:
         rows = await self._pool.fetch(
