@@ -44,7 +44,7 @@ class E2eeServices:
         device_lists = DeviceLists(store, streams.device_lists, server_name, sender)
         remote_keys = None
         if remote is not None:
-            remote_keys = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), remote)
+            remote_keys = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), remote, server_name)
         return cls(
             store=store,
             device_lists=device_lists,

@@ -10,7 +10,10 @@ on the remote server. However, subsequent updates to the cache should be applied
 
 A list is served from the cache (instead of asking the user's server) only while the list is
 tracked: a local user shares a room with its owner (so their server sends us its updates), the
-whole list was fetched, and no update is known to be missing. `RemoteDeviceKeys` is the
+whole list was fetched, and no update is known to be missing. Updates sent while we shared no
+room with the user never reached us, so a list is refetched before use once sharing may have
+begun again (`on_events_persisted`: a join of its owner, or of a local user to a room the
+owner is in); a list found not shared at query time is dropped. `RemoteDeviceKeys` is the
 `FederationPoster` of homeserver/services/e2e_keys.py: it answers `/user/keys/query` for the
 users it can from the cache and forwards the rest.
 """
@@ -20,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from federation.edus import DeviceListUpdateEdu, SigningKeyUpdateEdu
+from federation.ids import server_name_of
+from federation.pdu import Event
 from homeserver.remote.client import Query, format_path
 from homeserver.remote.errors import RemoteError, RemoteUnreachable
 from homeserver.storage.remote_device_keys import (
@@ -36,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 KEYS_QUERY_PATH: Final = "/_matrix/federation/v1/user/keys/query"
 USER_DEVICES_PATH: Final = "/_matrix/federation/v1/user/devices/{}"
+MEMBER: Final = "m.room.member"
 RESYNC_TIMEOUT_S: Final = 30.0
 # keys/query answer field → cached key type (user-signing keys are never shared).
 CROSS_SIGNING_FIELDS: Final = {"master_keys": "master", "self_signing_keys": "self_signing"}
@@ -138,11 +144,13 @@ class RemoteDeviceKeys:
         self,
         store: RemoteDeviceKeysStore,
         client: KeysClient,
+        server_name: str,
         *,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self._store = store
         self._client = client
+        self._server_name = server_name
         self._clock_ms = clock_ms
         self._resyncs: dict[str, asyncio.Task[bool]] = {}
 
@@ -269,6 +277,25 @@ class RemoteDeviceKeys:
         if keys:
             await self._store.set_cross_signing_keys(edu.user_id, keys, self._clock_ms())
 
+    # --- tracking ----------------------------------------------------------------------------
+
+    async def on_events_persisted(self, events: Sequence[Event]) -> None:
+        """The pipeline's persisted hook: joins may start a shared room with users whose
+        updates we were not receiving, so their cached lists are refetched before use."""
+        joined_remote: set[str] = set()
+        rooms_joined_locally: set[str] = set()
+        for event in events:
+            if event.type != MEMBER or event.membership != "join" or event.state_key is None:
+                continue
+            if server_name_of(event.state_key) == self._server_name:
+                rooms_joined_locally.add(event.room_id)
+            else:
+                joined_remote.add(event.state_key)
+        if joined_remote:
+            await self._store.mark_users_for_resync(joined_remote)
+        if rooms_joined_locally:
+            await self._store.mark_room_members_for_resync(rooms_joined_locally)
+
     # --- resync -----------------------------------------------------------------------------
 
     def start_resync(self, user_id: str) -> asyncio.Task[bool]:
@@ -287,7 +314,7 @@ class RemoteDeviceKeys:
     async def resync(self, user_id: str) -> bool:
         """`GET /user/devices/{userId}` replaces the cached list; False if it failed (the list
         stays marked for resync, so queries go to the user's server meanwhile)."""
-        server = user_id.split(":", 1)[1]
+        server = server_name_of(user_id)
         try:
             answer = await self._client.get_json(
                 server, format_path(USER_DEVICES_PATH, user_id), timeout_s=RESYNC_TIMEOUT_S

@@ -228,8 +228,24 @@ class RemoteDeviceKeysStore:
         return True
 
     async def mark_resync_needed(self, user_id: str) -> None:
+        await self.mark_users_for_resync([user_id])
+
+    async def mark_users_for_resync(self, user_ids: Collection[str]) -> None:
         await self._pool.execute(
-            "UPDATE remote_device_lists SET resync_needed = TRUE WHERE user_id = $1", user_id
+            "UPDATE remote_device_lists SET resync_needed = TRUE"
+            " WHERE user_id = ANY($1::text[]) AND NOT resync_needed",
+            list(user_ids),
+        )
+
+    async def mark_room_members_for_resync(self, room_ids: Collection[str]) -> None:
+        """The cached lists of everyone joined to these rooms may have missed updates (a
+        local user just joined them: we may not have shared a room with them until now)."""
+        await self._pool.execute(
+            "UPDATE remote_device_lists SET resync_needed = TRUE"
+            " WHERE NOT resync_needed AND user_id IN (SELECT state_key FROM current_state_events"
+            "   WHERE room_id = ANY($1::text[]) AND type = 'm.room.member'"
+            "   AND membership = 'join')",
+            list(room_ids),
         )
 
     async def forget(self, user_ids: Collection[str]) -> None:

@@ -18,7 +18,7 @@ from homeserver.services.remote_device_lists import KEYS_QUERY_PATH, RemoteDevic
 from homeserver.storage.remote_device_keys import RemoteDeviceKeysStore
 from tests.federation_out.peer import FakePeer
 from tests.remote.support import LoopbackCertificate, make_certificate
-from tests.services.pipeline_harness import Harness, create_room, make_harness
+from tests.services.pipeline_harness import SERVER, Harness, create_room, make_harness
 
 OUR_KEY = generate_signing_key("ours")
 
@@ -70,12 +70,13 @@ async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     await h.pipeline.close()
 
 
-async def share_a_room(h: Harness, peer: FakePeer) -> None:
+async def share_a_room(h: Harness, peer: FakePeer) -> str:
     """alice's room, which the peer's user carol has joined."""
     room_id, events = await create_room(h)
     state_before = dict(await h.cache.get_current_state_ids(room_id))
     join = peer.join_event(room_id, events[-1], [events[0], events[2], events[3]])
     await h.pipeline.persist_remote_event(join, state_before)
+    return room_id
 
 
 async def ask(cache: RemoteDeviceKeys, peer: FakePeer, user_id: str) -> dict[str, Any]:
@@ -104,7 +105,7 @@ async def test_a_tracked_list_is_asked_for_once_then_kept_current_by_updates(
     carol, client = peer.user_id, FakeKeysClient()
     client.keys[carol] = {"D1": keys_of(carol, "D1")}
     client.stream_id = 5
-    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client)
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
     assert await cache.resync(carol)  # /user/devices: stream_id 5
 
     # An update relative to 5 applies; one relative to it (6) too; a repeat changes nothing.
@@ -124,7 +125,7 @@ async def test_an_update_after_a_missed_one_resyncs_and_queries_go_to_the_server
     carol, client = peer.user_id, FakeKeysClient()
     client.keys[carol] = {"D1": keys_of(carol, "D1")}
     client.stream_id = 5
-    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client)
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
     await cache.resync(carol)
     client.keys[carol] = {"D1": keys_of(carol, "D1", "new"), "D3": keys_of(carol, "D3")}
     client.stream_id = 9
@@ -156,7 +157,7 @@ async def test_a_keys_query_answer_is_cached_only_for_whole_lists_of_users_in_sh
     await share_a_room(harness, peer)
     carol, stranger, client = peer.user_id, f"@dan:{peer.server_name}", FakeKeysClient()
     client.keys = {carol: {"D1": keys_of(carol, "D1")}, stranger: {"S": keys_of(stranger, "S")}}
-    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client)
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
 
     await cache.post_json(peer.server_name, KEYS_QUERY_PATH, {"device_keys": {carol: ["D1"]}})
     await ask(cache, peer, stranger)
@@ -176,7 +177,7 @@ async def test_a_signing_key_update_replaces_the_cached_master_key(
     await share_a_room(harness, peer)
     carol, client = peer.user_id, FakeKeysClient()
     client.keys[carol] = {"D1": keys_of(carol, "D1")}
-    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client)
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
     await ask(cache, peer, carol)
     master = {"user_id": carol, "usage": ["master"], "keys": {"ed25519:M": "M"}}
     forged = {"user_id": "@eve:elsewhere", "usage": ["self_signing"], "keys": {"ed25519:E": "E"}}
@@ -193,7 +194,42 @@ async def test_updates_for_lists_we_do_not_cache_are_ignored(
     harness: Harness, pool: asyncpg.Pool, peer: FakePeer
 ) -> None:
     client = FakeKeysClient()
-    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client)
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
     await cache.on_device_list_update(update(peer.user_id, "D", 3, (2,)))
     assert client.gets == []
     assert await pool.fetchval("SELECT count(*) FROM remote_device_lists") == 0
+
+
+async def test_a_new_join_makes_cached_lists_be_fetched_again_before_use(
+    harness: Harness, pool: asyncpg.Pool, peer: FakePeer
+) -> None:
+    """Updates sent while no room was shared never reached us: a join that may start sharing
+    again (the owner's, or a local user's into a room the owner is in) invalidates the list."""
+    carol, client = peer.user_id, FakeKeysClient()
+    client.keys[carol] = {"D1": keys_of(carol, "D1")}
+    cache = RemoteDeviceKeys(RemoteDeviceKeysStore(pool), client, SERVER)
+    harness.pipeline.add_persisted_hook(cache.on_events_persisted)
+    shared = await share_a_room(harness, peer)
+    await ask(cache, peer, carol)
+    await ask(cache, peer, carol)
+    assert len(client.posts) == 1  # cached
+
+    await create_room(harness)  # alice's new room: a local join
+    await ask(cache, peer, carol)
+    assert len(client.posts) == 1  # carol is not in it: her list stays valid
+
+    await share_a_room(harness, peer)  # carol joins another room of ours
+    client.keys[carol] = {"D1": keys_of(carol, "D1"), "D2": keys_of(carol, "D2")}
+    answer = await ask(cache, peer, carol)
+    assert len(client.posts) == 2
+    assert set(answer["device_keys"][carol]) == {"D1", "D2"}
+    await ask(cache, peer, carol)
+    assert len(client.posts) == 2  # and cached again
+
+    # A local user joining a room carol is in.
+    dave = f"@dave:{SERVER}"
+    await harness.pipeline.create_local_event(
+        shared, "m.room.member", dave, {"membership": "join"}, state_key=dave
+    )
+    await ask(cache, peer, carol)
+    assert len(client.posts) == 3
