@@ -38,7 +38,9 @@ from homeserver.http.client import legacy as legacy_http
 from homeserver.http.client import media as media_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
+from homeserver.http.client import presence as presence_http
 from homeserver.http.client import profile as profile_http
+from homeserver.http.client import pushers as pushers_http
 from homeserver.http.client import pushrules as pushrules_http
 from homeserver.http.client import receipts as receipts_http
 from homeserver.http.client import relations as relations_http
@@ -158,7 +160,11 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
 
 def _add_sync_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     auth, sync, state = deps.account_services.auth, deps.sync, deps.engine.state
-    sync_http.add_routes(router, auth, sync.sync, sync.filters)
+    presence = deps.presence.presence if deps.presence is not None else None
+    sync_http.add_routes(router, auth, sync.sync, sync.filters, presence)
+    presence_http.add_routes(router, auth, presence)
+    if deps.pushers is not None:
+        pushers_http.add_routes(router, auth, deps.pushers.pushers)
     filter_http.add_routes(router, auth, sync.filters)
     typing_http.add_routes(router, auth, sync.typing, state)
     receipts_http.add_routes(router, auth, sync.receipts)

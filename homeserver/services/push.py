@@ -58,6 +58,10 @@ _UNREAD_CACHE_SIZE: Final = 50_000
 # /sync waits at most this long for push evaluation before counting anyway.
 _PROCESSING_WAIT_S: Final = 2.0
 
+# Told of the `notify` actions just stored, with their events by ID (the HTTP pushers,
+# homeserver/services/pushers_http.py). Must not block: it only queues work.
+NotifyListener = Callable[[Sequence[PushAction], Mapping[str, Event]], None]
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -97,6 +101,7 @@ class PushService:
         # The latest background evaluation per room (the next one waits for it), and all.
         self._room_tails: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._notify_listeners: list[NotifyListener] = []
         # Unread counts change only when push actions are inserted (here: the cached counts
         # grow) or a read position moves (SyncDataStore.advance_read_position tells its
         # listeners: the entry is dropped). `_read_after` keeps the highest read position set
@@ -178,6 +183,9 @@ class PushService:
         await self._changed(user_id)
 
     # --- evaluation (the persisted hook) ----------------------------------------------------
+
+    def add_notify_listener(self, listener: NotifyListener) -> None:
+        self._notify_listeners.append(listener)
 
     async def on_events_persisted(self, events: Sequence[Event]) -> None:
         """Mark the rooms busy, then evaluate in the background (after earlier batches of the
@@ -320,6 +328,17 @@ class PushService:
         finally:
             self._inserting -= 1
             self._unread_generation += 1
+        self._tell_notify_listeners(events, actions)
+
+    def _tell_notify_listeners(self, events: Sequence[Event], actions: list[PushAction]) -> None:
+        if not actions or not self._notify_listeners:
+            return
+        by_id: dict[str, Event] = {event.event_id: event for event in events}
+        for listener in self._notify_listeners:
+            try:
+                listener(actions, by_id)
+            except Exception:  # pushing to devices must not fail evaluation
+                logger.exception("push notify listener failed")
 
     async def _evaluate_event(self, event: Event, position: int) -> list[PushAction]:
         # Only what the rules need, never the whole state: the joined members (kept per

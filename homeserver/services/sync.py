@@ -24,6 +24,7 @@ from homeserver.services.state import RoomStateCache
 from homeserver.services.sync_e2ee import E2eeSyncSection, empty_section, has_device_list_changes
 from homeserver.services.sync_ephemeral import EphemeralSyncSection
 from homeserver.services.sync_events import format_events
+from homeserver.services.sync_presence import PresenceSyncSection
 from homeserver.services.sync_recent import RecentEvents
 from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
 from homeserver.services.sync_streams import SyncStreams
@@ -93,6 +94,8 @@ class SyncService:
         self._membership_cache: OrderedDict[str, tuple[Sequence[Membership], int]] = OrderedDict()
         # Device lists and key counts; set by homeserver/app.py once E2EE is wired.
         self.e2ee: E2eeSyncSection | None = None
+        # The top-level presence section; set by presence_setup.py when presence is enabled.
+        self.presence: PresenceSyncSection | None = None
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         current = self._streams.current_token()
@@ -149,16 +152,22 @@ class SyncService:
     ) -> tuple[dict[str, Any], bool]:
         """The response up to `now`, and whether it has nothing new. Its independent parts
         (rooms, to-device, end-to-end encryption) are read at the same time."""
-        (sections, global_account_data), (to_device, to_device_at), e2ee = await _concurrently(
+        (
+            (sections, global_account_data),
+            (to_device, to_device_at),
+            e2ee,
+            presence,
+        ) = await _concurrently(
             self._rooms_sections(request, since, now, all_memberships),
             self._to_device.section(request.user_id, request.device_id, since, now),
             self._e2ee(request, since, now, all_memberships),
+            self._presence(request, since, now, all_memberships),
             parallel=since is None,
         )
         response = {
             "next_batch": str(replace(now, to_device=to_device_at)),
             "rooms": sections,
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "account_data": {"events": global_account_data},
             "to_device": {"events": to_device},
             **e2ee,
@@ -166,6 +175,7 @@ class SyncService:
         empty = not (
             any(sections.values())
             or global_account_data
+            or presence
             or to_device
             or has_device_list_changes(e2ee)
         )
@@ -185,6 +195,20 @@ class SyncService:
         )
         return await self.e2ee.section(
             request.user_id, request.device_id, since, now, memberships_changed=changed
+        )
+
+    async def _presence(
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        now: SyncToken,
+        memberships: Sequence[Membership],
+    ) -> list[dict[str, Any]]:
+        if self.presence is None:
+            return []
+        joined = [m.room_id for m in memberships if m.membership == "join"]
+        return await self.presence.section(
+            request.user_id, joined, since, now, request.sync_filter.presence
         )
 
     async def _rooms_sections(
