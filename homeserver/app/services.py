@@ -31,7 +31,9 @@ from homeserver.services.media_setup import build_media_service
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.passwords import PasswordHashing
+from homeserver.services.presence_setup import PresenceServices
 from homeserver.services.profiles import ProfileService
+from homeserver.services.pushers_setup import PusherServices
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.remote_directory import RemoteDirectoryClient
 from homeserver.services.remote_membership import RemoteMembershipClient
@@ -248,6 +250,10 @@ class Dependencies:
     password_hashing: PasswordHashing = field(default_factory=PasswordHashing)
     # The content repository: uploads, downloads (other servers' media too), thumbnails.
     media: MediaService = field(init=False)
+    # C-S "Presence"; None when `presence.enabled` is false.
+    presence: PresenceServices | None = None
+    # Pushers and the HTTP pushers sending to push gateways (C-S "Push Notifications").
+    pushers: PusherServices | None = None
 
     def __post_init__(self) -> None:
         # A deleted device's keys and inbox go, and it is a device list change.
@@ -285,6 +291,10 @@ class Dependencies:
     async def close(self) -> None:
         self.sync.close()
         self.password_hashing.close()
+        if self.presence is not None:
+            await self.presence.close()
+        if self.pushers is not None:
+            await self.pushers.close()
         await self.engine.close()
         if self.federation_sender is not None:
             await self.federation_sender.close()
@@ -327,6 +337,18 @@ async def build_dependencies(
         remote = create_remote_services(config, pool, signing_key)
         sender = await start_federation_sender(config, pool, engine, remote)
     e2ee = build_e2ee(config, pool, sync, remote, sender)
+    presence = None
+    if config.presence.enabled:
+        presence = await PresenceServices.start(
+            config.presence,
+            pool,
+            config.server_name,
+            sync=sync,
+            rooms=engine.rooms,
+            state=engine.state,
+            pipeline=engine.pipeline,
+            sender=sender,
+        )
     if remote is not None and sender is not None:
         inbound = FederationInboundServices.build(
             pool=pool,
@@ -341,11 +363,20 @@ async def build_dependencies(
             receipts=sync.receipts,
             to_device=e2ee.to_device,
             device_lists=e2ee.device_lists,
+            presence=presence.edu_sink if presence is not None else None,
         )
         # Local users' typing and read receipts go to the other servers in the room.
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
         # Joins, leaves and knocks we accept as resident server go on to the room's servers.
         inbound.membership.set_relay(sender.relay_event)
+    pushers = PusherServices.build(
+        config.pushers,
+        pool,
+        push=sync.push,
+        push_store=sync.push_store,
+        rooms=engine.rooms,
+        state=engine.state,
+    )
     hashing = password_hashing if password_hashing is not None else PasswordHashing()
     deps = Dependencies(
         config,
@@ -359,6 +390,8 @@ async def build_dependencies(
         sender,
         e2ee,
         password_hashing=hashing,
+        presence=presence,
+        pushers=pushers,
     )
     # C-S "Guest Access": guests leave a room whose m.room.guest_access stops being can_join.
     eviction = GuestEviction(pool, engine.state, deps.room_services.membership, config.server_name)

@@ -14,6 +14,7 @@ from homeserver.services.federation_checks import EventKeyring
 from homeserver.services.federation_edus import (
     DeviceListSink,
     EduDispatcher,
+    PresenceSink,
     ReceiptSink,
     ToDeviceSink,
     TypingSink,
@@ -62,6 +63,7 @@ class FederationInboundServices:
         receipts: ReceiptSink | None = None,
         to_device: ToDeviceSink | None = None,
         device_lists: DeviceListSink | None = None,
+        presence: PresenceSink | None = None,
     ) -> FederationInboundServices:
         fetcher = RemoteRoomFetcher(requester) if requester is not None else None
         receiver = PduReceiver(
@@ -75,6 +77,7 @@ class FederationInboundServices:
                 receipts=receipts,
                 to_device=to_device,
                 device_lists=device_lists,
+                presence=presence,
             ),
             store=ReceivedTransactionsStore(pool),
         )
