@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:  # Pillow (~2 MB) is imported at the first thumbnail (docs/memory.md)
+    from PIL import Image
 
 Method = Literal["crop", "scale"]
 
@@ -62,6 +63,8 @@ def choose_size(method: Method, width: int, height: int) -> tuple[int, int] | No
 def make_thumbnail(data: bytes, box: tuple[int, int], method: Method) -> Thumbnail | None:
     """A thumbnail of the image in `data` for `box`; None when the image already fits in the
     box (so the original is what the client should get: no upscaling)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         source_format = image.format
@@ -83,6 +86,8 @@ def make_thumbnail(data: bytes, box: tuple[int, int], method: Method) -> Thumbna
 
 def _scale(image: Image.Image, box: tuple[int, int]) -> Image.Image:
     """Fit inside the box, keeping the aspect ratio (never larger than the original)."""
+    from PIL import Image
+
     factor = min(box[0] / image.width, box[1] / image.height, 1.0)
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(size, Image.Resampling.LANCZOS)
@@ -91,6 +96,8 @@ def _scale(image: Image.Image, box: tuple[int, int]) -> Image.Image:
 def _crop(image: Image.Image, box: tuple[int, int]) -> Image.Image:
     """Cover the box, keeping the aspect ratio, then cut the centre to the box's size; an
     image smaller than the box in one direction keeps that size there (no upscaling)."""
+    from PIL import Image
+
     factor = min(max(box[0] / image.width, box[1] / image.height), 1.0)
     scaled_w = max(1, round(image.width * factor))
     scaled_h = max(1, round(image.height * factor))
