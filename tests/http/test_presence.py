@@ -17,7 +17,7 @@ from tests.http.room_helpers import Client, User, q, register_users
 from tests.http.sync_helpers import send_text, sync
 
 # Short timeouts so the sweeps below can observe them.
-FAST = {"presence": {"idle_timeout": 0.3, "offline_timeout": 0.3}}
+FAST = {"presence": {"enabled": True, "idle_timeout": 0.3, "offline_timeout": 0.3}}
 
 
 @pytest.fixture
