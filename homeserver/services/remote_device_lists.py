@@ -231,12 +231,13 @@ class RemoteDeviceKeys:
                 RemoteDevice(device_id, _device_keys_of(user_id, device_id, keys))
                 for device_id, keys in device_keys[user_id].items()
             ]
-            cross_signing = {}
+            cross_signing: dict[str, dict[str, Any]] = {}
             for field, key_type in CROSS_SIGNING_FIELDS.items():
                 by_user = answer.get(field)
                 key = by_user.get(user_id) if isinstance(by_user, dict) else None
-                if _cross_signing_key_of(user_id, key) is not None:
-                    cross_signing[key_type] = key
+                checked = _cross_signing_key_of(user_id, key)
+                if checked is not None:
+                    cross_signing[key_type] = checked
             # keys/query carries no stream_id: the next update naming a prev_id resyncs.
             await self._store.replace_device_list(
                 user_id, None, devices, cross_signing, self._clock_ms()
