@@ -98,7 +98,11 @@ class KeyLookup:
 
 def distinct_pdus(pdus: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[int]]:
     """The PDUs without exact repeats (same JSON values and types) in first-seen order, and for
-    each PDU given the index of its copy among them."""
+    each PDU given the index of its copy among them.
+
+    Repeats are found by their sorted-key JSON encoding, which tells `1`, `1.0` and `true`
+    apart. (It writes NaN as `null`, but parsed JSON holds no NaN, and a PDU with one is never
+    valid: the worst a sender can do with that is have its own events dropped.)"""
     first: dict[bytes | int, int] = {}
     unique: list[Mapping[str, Any]] = []
     positions: list[int] = []
@@ -140,6 +144,7 @@ async def check_received_pdus(
         checks, failed = await _signature_checks(chunk, keys)
         verified = loop.run_in_executor(None, _verify_all, checks, failed)
         pending.append((start, chunk, verified))
+        await asyncio.sleep(0)  # let other requests in between chunks
     for start, chunk, verified in pending:
         failures = await verified
         for index, received in enumerate(chunk):
