@@ -125,24 +125,24 @@ class Notifier:
         if timeout_ms <= 0 or self.has_new_events(user_id, room_ids, from_position):
             return self._tracker.current_position
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._register(waiter, user_id, room_ids)
+        self.watch(waiter, user_id, room_ids)
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 await waiter
         except TimeoutError:
             pass
         finally:
-            self._unregister(waiter, user_id, room_ids)
+            self.unwatch(waiter, user_id, room_ids)
         return self._tracker.current_position
 
-    def _register(
-        self, waiter: asyncio.Future[None], user_id: str, room_ids: Collection[str]
-    ) -> None:
+    def watch(self, waiter: asyncio.Future[None], user_id: str, room_ids: Collection[str]) -> None:
+        """Resolve `waiter` at the next announcement for `room_ids` or `user_id` (the caller
+        checks `has_new_events` first, without awaiting in between, and calls `unwatch`)."""
         self._user_waiters.setdefault(user_id, set()).add(waiter)
         for room_id in room_ids:
             self._room_waiters.setdefault(room_id, set()).add(waiter)
 
-    def _unregister(
+    def unwatch(
         self, waiter: asyncio.Future[None], user_id: str, room_ids: Collection[str]
     ) -> None:
         _discard(self._user_waiters, user_id, waiter)

@@ -101,11 +101,14 @@ class SyncService:
         current = self._streams.current_token()
         since = request.since.capped(current) if request.since is not None else None
         memberships, read_at = await self._memberships(request.user_id, current.events)
-        response, empty = await self._build(request, since, current, memberships)
-        # full_state: "the timeout parameter will be ignored and the query will return
-        # immediately".
-        if since is None or request.full_state or not empty:
-            return response
+        response: dict[str, Any] | None = None
+        if self._may_have_news(request, since, current, memberships):
+            response, empty = await self._build(request, since, current, memberships)
+            # full_state: "the timeout parameter will be ignored and the query will return
+            # immediately".
+            if since is None or request.full_state or not empty:
+                return response
+        empty = True
         deadline = (
             asyncio.get_running_loop().time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         )
@@ -120,7 +123,26 @@ class SyncService:
             memberships, read_at = await self._memberships(request.user_id, after.events, read_at)
             current = after
             response, empty = await self._build(request, since, current, memberships)
+        if response is None:  # timed out without building: the (empty) answer
+            response, _ = await self._build(request, since, current, memberships)
         return response
+
+    def _may_have_news(
+        self,
+        request: SyncRequest,
+        since: SyncToken | None,
+        current: SyncToken,
+        memberships: Sequence[Membership],
+    ) -> bool:
+        """False for a long-poll from the current token with nothing announced after it (a
+        client asking again right after its answer): it can wait before building anything."""
+        return (
+            since is None
+            or request.full_state
+            or request.timeout_ms <= 0
+            or since != current
+            or self._streams.has_new(request.user_id, [m.room_id for m in memberships], since)
+        )
 
     async def _memberships(
         self, user_id: str, now: int, read_at: int | None = None

@@ -112,16 +112,18 @@ class SyncStreams:
         """Wait until any stream has something for this reader after `since`, or `timeout_ms`
         passes; return the token to read up to."""
         if timeout_ms > 0 and not self.has_new(user_id, room_ids, since):
-            tasks = [
-                asyncio.ensure_future(
-                    notifier.wait_for_events(user_id, room_ids, position, timeout_ms)
-                )
-                for notifier, position in self._waits(since)
-            ]
+            # One future watched by every stream's notifier (no task per stream): checking
+            # and registering happen without an await in between, so nothing is missed.
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            notifiers = [notifier for notifier, _ in self._waits(since)]
+            for notifier in notifiers:
+                notifier.watch(waiter, user_id, room_ids)
             try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                async with asyncio.timeout(timeout_ms / 1000):
+                    await waiter
+            except TimeoutError:
+                pass
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                for notifier in notifiers:
+                    notifier.unwatch(waiter, user_id, room_ids)
         return self.current_token()
