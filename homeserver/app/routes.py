@@ -33,6 +33,7 @@ from homeserver.http.client import account_data as account_data_http
 from homeserver.http.client import directory as directory_http
 from homeserver.http.client import filter as filter_http
 from homeserver.http.client import hierarchy as hierarchy_http
+from homeserver.http.client import key_backup as key_backup_http
 from homeserver.http.client import keys as keys_http
 from homeserver.http.client import legacy as legacy_http
 from homeserver.http.client import media as media_http
@@ -71,12 +72,14 @@ from homeserver.http.middleware import (
 )
 from homeserver.services.event_stream import EventStream
 from homeserver.services.federation_user_keys import FederationUserKeys
+from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.legacy_sync import LegacySync
 from homeserver.services.reports import ReportService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.timestamp_lookup import TimestampLookup
 from homeserver.storage.aliases import AliasesStore
+from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.legacy_reads import LegacyReadsStore
 from homeserver.storage.room_directory import RoomDirectoryStore
 
@@ -155,6 +158,7 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     _add_room_read_routes(router, deps)
     _add_sync_routes(router, deps)
     _add_legacy_and_report_routes(router, deps)
+    _add_backup_and_search_routes(router, deps)
     media_http.add_routes(router, deps.account_services.auth, deps.media)
 
 
@@ -198,6 +202,12 @@ def _add_legacy_and_report_routes(router: web.UrlDispatcher, deps: Dependencies)
     timestamp_http.add_routes(router, auth, TimestampLookup(reads.reader, legacy_store))
     reports = ReportService(deps.pool, reads.reader, deps.config.server_name)
     reports_http.add_routes(router, auth, reports)
+
+
+def _add_backup_and_search_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    """Server-side key backups."""
+    auth = deps.account_services.auth
+    key_backup_http.add_routes(router, auth, KeyBackupService(KeyBackupStore(deps.pool)))
 
 
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
