@@ -9,22 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from federation.pdu import Event
-from federation.signing import generate_signing_key
 from homeserver.remote.factory import RemoteServices
-from homeserver.services.federation_ephemeral import EphemeralForwarder
 from homeserver.services.federation_queue import Backoff, QueueLimits
-from homeserver.services.receipts import READ
 from homeserver.storage.federation_outbound import FederationOutboundStore, RetryState
-from homeserver.storage.sync_data import ReceiptRow
 from tests.federation_out.peer import (
-    Attempt,
     FakePeer,
     RecordingStore,
     event_id_of,
@@ -33,67 +26,9 @@ from tests.federation_out.peer import (
     running_sender,
     wait_until,
 )
-from tests.remote.support import LoopbackCertificate, make_certificate
-from tests.services.pipeline_harness import ALICE, SERVER, Harness, create_room, make_harness
-
-OUR_KEY = generate_signing_key("ours")
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> LoopbackCertificate:
-    return make_certificate(tmp_path / "tls", ["localhost"], ["127.0.0.1"])
-
-
-@pytest.fixture
-async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
-    h = await make_harness(pool, signing_key=OUR_KEY)
-    yield h
-    await h.pipeline.close()
-
-
-@pytest.fixture
-async def remote(tmp_path: Path, pool: asyncpg.Pool) -> AsyncIterator[RemoteServices]:
-    services = remote_services(tmp_path, pool, OUR_KEY)
-    yield services
-    await services.close()
-
-
-@pytest.fixture
-async def peer(cert: LoopbackCertificate) -> AsyncIterator[FakePeer]:
-    async with running_peer(cert, OUR_KEY) as fake:
-        yield fake
-
-
-async def room_with(h: Harness, *peers: FakePeer) -> tuple[str, list[Event]]:
-    """A public room created by alice that each peer's user has joined over federation."""
-    room_id, events = await create_room(h)
-    create, power_levels, join_rules = events[0], events[2], events[3]
-    joins: list[Event] = []
-    for fake in peers:
-        prev = joins[-1] if joins else events[-1]
-        state_before = dict(await h.cache.get_current_state_ids(room_id))
-        join = fake.join_event(room_id, prev, [create, power_levels, join_rules])
-        await h.pipeline.persist_remote_event(join, state_before)
-        joins.append(join)
-    return room_id, joins
-
-
-async def say(h: Harness, room_id: str, body: str) -> Event:
-    event: Event = await h.pipeline.create_local_event(
-        room_id, "m.room.message", ALICE, {"msgtype": "m.text", "body": body}
-    )
-    return event
-
-
-async def say_many(h: Harness, room_id: str, count: int) -> list[str]:
-    return [(await say(h, room_id, f"message {i}")).event_id for i in range(count)]
-
-
-async def retry_row(pool: asyncpg.Pool, destination: str) -> asyncpg.Record | None:
-    return await pool.fetchrow(
-        "SELECT * FROM federation_destinations WHERE destination = $1", destination
-    )
-
+from tests.federation_out.sender_support import OUR_KEY, ids_of, retry_row, room_with, say, say_many
+from tests.remote.support import LoopbackCertificate
+from tests.services.pipeline_harness import ALICE, SERVER, Harness
 
 # --- delivery ---------------------------------------------------------------------------------
 
@@ -107,7 +42,7 @@ async def test_message_in_a_room_with_a_remote_member_reaches_its_server_signed_
 
         await wait_until(lambda: message.event_id in peer.received_event_ids())
 
-    transaction = next(a for a in peer.accepted if message.event_id in _ids(a))
+    transaction = next(a for a in peer.accepted if message.event_id in ids_of(a))
     assert transaction.body["origin"] == SERVER
     assert isinstance(transaction.body["origin_server_ts"], int)
     assert all(a.status == 200 for a in peer.attempts)  # every X-Matrix header verified
@@ -234,44 +169,6 @@ async def test_failing_peer_gets_every_event_once_it_recovers_under_the_same_txn
     assert row["last_successful_stream_ordering"] is not None
 
 
-async def test_a_restart_retries_the_transaction_in_flight_with_its_txn_id_and_content(
-    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
-) -> None:
-    room_id, _ = await room_with(harness, peer)
-    async with running_sender(harness, remote, pool):
-        await wait_until(lambda: len(peer.accepted) >= 1)  # the room's history so far
-        peer.fail_next = 1_000  # 500 until told otherwise
-        first = await say(harness, room_id, "in flight when we stop")
-        await wait_until(lambda: any(a.status == 500 for a in peer.attempts))
-    [in_flight] = [a for a in peer.attempts if a.status == 500][:1]
-    assert first.event_id in _ids(in_flight)
-    peer.attempts.clear()
-    # Changes after the attempt must not alter what the retry carries: a new event, and the
-    # event's stored JSON (as a redaction would rewrite it).
-    meanwhile = await say(harness, room_id, "after the stop")
-    await pool.execute(
-        "UPDATE events SET json = replace(json, 'in flight', 'REWRITTEN') WHERE event_id = $1",
-        first.event_id,
-    )
-    await pool.execute("UPDATE federation_destinations SET retry_interval_ms = 0")
-    peer.fail_next = 0
-
-    async with running_sender(harness, remote, pool):
-        await wait_until(lambda: meanwhile.event_id in peer.received_event_ids())
-
-    retried = peer.accepted[0]
-    assert (retried.txn_id, retried.body) == (in_flight.txn_id, in_flight.body)
-    assert meanwhile.event_id not in _ids(retried)
-    later_txn_ids = {a.txn_id for a in peer.accepted[1:]}
-    assert later_txn_ids and in_flight.txn_id not in later_txn_ids
-    assert peer.received_event_ids().count(first.event_id) == 1
-    assert await pool.fetchval("SELECT count(*) FROM federation_inflight_transactions") == 0
-
-
-def _ids(attempt: Attempt) -> list[str]:
-    return [event_id_of(pdu) for pdu in attempt.body["pdus"]]
-
-
 async def test_backoff_doubles_up_to_its_cap_and_survives_a_sender_restart(
     harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
 ) -> None:
@@ -388,75 +285,6 @@ async def test_catch_up_after_a_long_outage_starts_from_a_bounded_backlog(
     assert sorted(received) == sorted([quiet_last.event_id, *busy_ids[-5:]])
     assert [edu["content"]["n"] for edu in peer.received_edus()] == [2, 3]
     assert await pool.fetchval("SELECT count(*) FROM federation_outbox") == 0
-
-
-# --- EDUs -------------------------------------------------------------------------------------
-
-
-async def test_edus_reach_the_peer_and_durable_ones_survive_an_outage(
-    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
-) -> None:
-    to_device = {
-        "sender": ALICE,
-        "type": "m.room_key_request",
-        "message_id": "m1",
-        "messages": {peer.user_id: {"*": {"action": "cancel"}}},
-    }
-    async with running_sender(harness, remote, pool) as sender:
-        room_id, _ = await room_with(harness, peer)
-        typing = {"room_id": room_id, "user_id": ALICE, "typing": True}
-        await sender.send_edu_to_room(room_id, "m.typing", typing)
-        await wait_until(lambda: len(peer.received_edus()) == 1)
-        assert peer.received_edus() == [{"edu_type": "m.typing", "content": typing}]
-
-        peer.fail_next = 2
-        await sender.send_edu([peer.server_name, SERVER], "m.direct_to_device", to_device)
-        await wait_until(lambda: sender.is_backing_off(peer.server_name))
-        # Typing is worthless after an outage: not queued for a server we back off from.
-        await sender.send_edu(peer.server_name, "m.typing", {**typing, "typing": False})
-        await wait_until(lambda: len(peer.received_edus()) == 2)
-        await asyncio.sleep(0.3)
-
-    assert peer.received_edus()[1] == {"edu_type": "m.direct_to_device", "content": to_device}
-    assert len(peer.received_edus()) == 2
-    assert await pool.fetchval("SELECT count(*) FROM federation_edu_outbox") == 0
-
-
-class GatedRoutingStore(FederationOutboundStore):
-    """The real store, whose room-server lookups wait until `open` is set."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool)
-        self.open = asyncio.Event()
-
-    async def get_joined_servers(self, room_ids: Collection[str]) -> dict[str, set[str]]:
-        await self.open.wait()
-        return await super().get_joined_servers(room_ids)
-
-
-async def test_typing_and_receipts_are_forwarded_after_the_client_is_answered(
-    harness: Harness, remote: RemoteServices, pool: asyncpg.Pool, peer: FakePeer
-) -> None:
-    room_id, _ = await room_with(harness, peer)
-    store = GatedRoutingStore(pool)
-    async with running_sender(harness, remote, pool, store=store) as sender:
-        forwarder = EphemeralForwarder(sender, SERVER)
-        receipt = ReceiptRow(room_id, READ, ALICE, "", "$read", 1234, 1)
-        # The listeners return while routing (a database lookup) cannot even start.
-        await asyncio.wait_for(forwarder.on_typing(room_id, ALICE, True, 30_000), timeout=1)
-        await asyncio.wait_for(forwarder.on_receipt(receipt), timeout=1)
-        assert peer.received_edus() == []
-
-        store.open.set()
-        await wait_until(lambda: len(peer.received_edus()) == 2)
-
-    typing_edu, receipt_edu = peer.received_edus()
-    assert typing_edu == {
-        "edu_type": "m.typing",
-        "content": {"room_id": room_id, "user_id": ALICE, "typing": True},
-    }
-    assert receipt_edu["edu_type"] == "m.receipt"
-    assert receipt_edu["content"][room_id][READ][ALICE]["event_ids"] == ["$read"]
 
 
 # --- what is never sent -----------------------------------------------------------------------
