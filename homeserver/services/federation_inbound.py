@@ -47,7 +47,7 @@ from homeserver.services.federation_verdicts import (
     event_id_or_none,
 )
 from homeserver.services.remote_batch import RemoteBatch
-from homeserver.services.state import LruCache, RoomStateCache
+from homeserver.services.state import DEFAULT_EVENT_CACHE_SIZE, LruCache, RoomStateCache
 from homeserver.storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,9 @@ __all__ = ["EventNotProcessed", "PduReceiver", "PduResult", "Verdict"]
 MISSING_EVENTS_LIMIT: Final = 10
 # At most this many prev events of one event are filled with a /state request each.
 MAX_STATE_FETCHES: Final = 3
-# Whether stored events were rejected, remembered for this many events (it never changes).
-REJECTION_CACHE_SIZE: Final = 50_000
+# Whether stored events were rejected (it never changes), remembered for as many events as the
+# event cache holds: it serves auth events from there.
+REJECTION_CACHE_SIZE: Final = DEFAULT_EVENT_CACHE_SIZE
 
 
 class PduReceiver:
@@ -214,6 +215,12 @@ class PduReceiver:
                 self._rejected.put(event_id, is_rejected)
                 found[event_id] = Known(row.event, is_rejected)
         return found
+
+    async def learn_rejections(self, event_ids: Iterable[str]) -> None:
+        """Read in one query whether these stored events were rejected, for those not yet
+        remembered (the auth events of a transaction's PDUs: then served from the cache)."""
+        unknown = [i for i in dict.fromkeys(event_ids) if self._rejected.get(i) is None]
+        self.remember_stored(await self._events.get_rejection_flags(unknown))
 
     def remember_stored(self, rejected: Mapping[str, bool]) -> None:
         """Events just stored, and whether they were rejected."""

@@ -18,9 +18,9 @@ of its PDUs is processed alone, so every PDU still gets its own result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from federation.pdu import Event
 from federation.room_state import CREATE
@@ -41,6 +41,10 @@ from homeserver.services.federation_verdicts import (
 from homeserver.services.remote_batch import RemoteBatch, RemoteEvent
 
 logger = logging.getLogger(__name__)
+
+# Auth event IDs per PDU looked up ahead, at most: a valid event lists a handful (S2S "Auth
+# events selection": create, power levels, memberships, join rules, a third-party invite).
+MAX_AUTH_EVENTS: Final = 20
 
 
 class TransactionKeyring:
@@ -131,6 +135,7 @@ async def receive_room_pdus(
         todo = []
     keyring = TransactionKeyring(receiver.keyring)
     await keyring.prefetch([item.pdu for item in todo], room_version)
+    await receiver.learn_rejections(_auth_ids_of(item.pdu for item in todo))
     async with receiver.room_lock(room_id):
         position = 0
         while position < len(todo):
@@ -287,6 +292,16 @@ def _remote_event(item: _Pdu) -> RemoteEvent:
         rejected_reason=item.verdict.rejected_reason,
         soft_failed=item.verdict.soft_failed,
     )
+
+
+def _auth_ids_of(pdus: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The auth event IDs the PDUs list (v3+ form: plain IDs; others are skipped)."""
+    ids: set[str] = set()
+    for pdu in pdus:
+        listed = pdu.get("auth_events")
+        if isinstance(listed, list):
+            ids.update(i for i in listed[:MAX_AUTH_EVENTS] if isinstance(i, str))
+    return ids
 
 
 def _sender_server(pdu: Mapping[str, Any]) -> str | None:

@@ -160,6 +160,18 @@ class EventsStore:
         )
         return {row["event_id"]: row["stream_ordering"] for row in rows}
 
+    async def get_rejection_flags(self, event_ids: Iterable[str]) -> dict[str, bool]:
+        """`event_id → whether it was rejected` for the stored ones among these events."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT event_id, rejection_reason IS NOT NULL AS rejected FROM events"
+            " WHERE event_id = ANY($1::text[])",
+            ids,
+        )
+        return {row["event_id"]: row["rejected"] for row in rows}
+
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """Which of these events are stored (accepted or rejected)."""
         rows = await self._pool.fetch(

@@ -12,6 +12,7 @@ from federation.room_versions import V11
 from homeserver.remote.keyring import KeyUnavailableError
 from homeserver.services import remote_batch
 from homeserver.services.federation_inbound_batch import TransactionKeyring
+from homeserver.services.state import LruCache
 from tests.federation_api.conftest import JoinedRoom
 from tests.federation_api.support import World
 from tests.federation_api.test_transactions import auth_for, room_heads, send, stored
@@ -227,3 +228,38 @@ async def test_a_key_valid_for_the_latest_pdu_is_looked_up_once_per_transaction(
     with pytest.raises(KeyUnavailableError):
         await keyring.get_verify_key("remote", "ed25519:k", 2_500)  # past what was seen valid
     assert inner.calls == [1_900, 2_500]
+
+
+async def test_a_pdu_citing_an_auth_event_rejected_earlier_is_rejected(
+    world: World, joined_room: JoinedRoom
+) -> None:
+    prevs, ids, depth = await room_heads(world, joined_room.room_id)
+    power_id, power = world.remote.build_event(
+        joined_room.room_id,
+        "m.room.power_levels",
+        joined_room.bob,
+        {"users": {joined_room.bob: 100}},
+        prev_events=prevs,
+        auth_events=auth_for(ids, joined_room.bob),
+        depth=depth,
+        state_key="",
+    )
+    first = await send(world, "t-rejected-first", [power])
+    assert first.body["pdus"][power_id]["error"].startswith("rejected")
+    # As after a restart: the rejection is read back from storage, not remembered.
+    inbound = world.deps.federation_inbound
+    assert inbound is not None
+    inbound.receiver._rejected = LruCache(10)
+    citing = {**ids, "m.room.power_levels|": power_id}
+    later_id, later = world.remote.build_event(
+        joined_room.room_id,
+        "m.room.message",
+        joined_room.bob,
+        {"msgtype": "m.text", "body": "cites a rejected event"},
+        prev_events=[power_id],
+        auth_events=auth_for(citing, joined_room.bob),
+        depth=depth + 1,
+    )
+    reply = await send(world, "t-rejected-later", [later])
+    assert reply.body["pdus"][later_id]["error"].startswith("rejected")
+    assert (await stored(world, later_id)).rejection_reason is not None
