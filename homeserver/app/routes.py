@@ -50,6 +50,7 @@ from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
 from homeserver.http.client import room_upgrade as room_upgrade_http
 from homeserver.http.client import rooms_create as rooms_create_http
+from homeserver.http.client import search as search_http
 from homeserver.http.client import sync as sync_http
 from homeserver.http.client import tags as tags_http
 from homeserver.http.client import timestamp_lookup as timestamp_http
@@ -76,6 +77,7 @@ from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.legacy_sync import LegacySync
 from homeserver.services.reports import ReportService
 from homeserver.services.room_upgrade import RoomUpgradeService
+from homeserver.services.search import SearchService
 from homeserver.services.space_hierarchy import SpaceHierarchy
 from homeserver.services.timestamp_lookup import TimestampLookup
 from homeserver.storage.aliases import AliasesStore
@@ -205,9 +207,10 @@ def _add_legacy_and_report_routes(router: web.UrlDispatcher, deps: Dependencies)
 
 
 def _add_backup_and_search_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
-    """Server-side key backups."""
-    auth = deps.account_services.auth
+    """Server-side key backups and server-side search."""
+    auth, reads = deps.account_services.auth, deps.room_reads
     key_backup_http.add_routes(router, auth, KeyBackupService(KeyBackupStore(deps.pool)))
+    search_http.add_routes(router, auth, SearchService(deps.pool, reads.reader, reads.paginator))
 
 
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
