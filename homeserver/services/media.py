@@ -201,6 +201,10 @@ class MediaService:
         arrival = self._arrivals.setdefault(media_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(arrival.wait(), timeout_ms / 1000)
+        if not arrival.is_set() and self._arrivals.get(media_id) is arrival:
+            # Nothing came: forget the event (a later waiter makes a new one) so IDs that are
+            # never uploaded do not pile up here; waiters still holding it time out alone.
+            del self._arrivals[media_id]
         media = await self._store.get_local_media(media_id)
         if media is None or media.content is None:
             raise MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")

@@ -10,12 +10,19 @@ client or a remote server sent (C-S "Security considerations": no directory trav
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+# A file still in tmp/ after a day belongs to no upload in progress (uploads take minutes).
+STALE_TMP_AGE_S: Final = 24 * 60 * 60
+_TMP_PREFIX: Final = "upload-"
 
 
 class ContentTooLarge(Exception):
@@ -35,8 +42,14 @@ class MediaFiles:
         self._tmp = root / "tmp"
 
     def ensure_directories(self) -> None:
+        """Create the layout, and remove files a crash left half-written long ago."""
         self._content.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_TMP_AGE_S
+        for leftover in self._tmp.glob(_TMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -66,16 +79,13 @@ class MediaFiles:
     async def read_bytes(self, sha256: str) -> bytes:
         return await asyncio.to_thread(self.path_for(sha256).read_bytes)
 
-    def exists(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
-
 
 class _PendingFile:
     """A temporary file being filled, hashed as it goes."""
 
     def __init__(self, tmp_dir: Path) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=_TMP_PREFIX)
         self._file = os.fdopen(fd, "wb")
         self._path = Path(name)
         self._hash = hashlib.sha256()
