@@ -66,7 +66,7 @@ def make_thumbnail(data: bytes, box: tuple[int, int], method: Method) -> Thumbna
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         source_format = image.format
         if image.width * image.height > MAX_SOURCE_PIXELS:
             raise SourceTooLarge(f"{image.width}x{image.height}")
