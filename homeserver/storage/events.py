@@ -15,6 +15,7 @@ from typing import Final, Literal
 import asyncpg
 
 from federation.pdu import Event
+from homeserver.storage import edge_rows
 from homeserver.storage import relations as relations_tables
 from homeserver.storage import rooms as rooms_tables
 from homeserver.storage import state as state_tables
@@ -78,7 +79,7 @@ class EventsStore:
                 await rooms_tables.insert_room(conn, batch.new_room)
             await state_tables.insert_state_groups(conn, batch.state_groups)
             await _insert_events(conn, batch.events)
-            await _insert_edges(conn, batch.events)
+            await edge_rows.insert_edges(conn, batch.events)
             await state_tables.insert_event_state_groups(
                 conn,
                 (
@@ -332,20 +333,3 @@ async def _insert_events(conn: asyncpg.Connection, events: Sequence[EventToPersi
             for p in events
         ],
     )
-
-
-async def _insert_edges(conn: asyncpg.Connection, events: Sequence[EventToPersist]) -> None:
-    prev_edges = [(p.event.event_id, prev) for p in events for prev in p.event.prev_event_ids]
-    if prev_edges:
-        await conn.executemany(
-            "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
-            prev_edges,
-        )
-    auth_edges = [(p.event.event_id, a) for p in events for a in p.event.auth_event_ids]
-    if auth_edges:
-        await conn.executemany(
-            "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
-            auth_edges,
-        )
