@@ -179,6 +179,38 @@ class FederationClient:
 
         return await self._request("GET", destination, path, None, query, timeout_s, read)
 
+    async def get_url_streamed(
+        self,
+        url: str,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        timeout_s: float | None = None,
+    ) -> T:
+        """An unsigned GET of an https URL another server pointed us to (S2S "Content
+        Repository": a media part may carry a `Location` instead of the bytes). The address
+        connected to passes the same IP range policy; error statuses raise `RemoteError`."""
+        target = URL(url)
+        host = target.host or ""
+        if target.scheme != "https" or not host:
+            raise RemoteError(host, 0, None, f"not an https URL: {url[:200]}")
+        if parse_ip(host) is not None and not self._ip_policy.is_allowed(host):
+            raise AddressBlocked(host, f"{host} is in a denied IP range")
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s or self._limits.timeout_s,
+            sock_connect=self._limits.connect_timeout_s,
+        )
+        try:
+            async with self._session.get(
+                target, ssl=self._tls, allow_redirects=False, timeout=timeout
+            ) as response:
+                if 200 <= response.status < 300:
+                    return await consume(response)
+                return cast(T, await self._read_response(host, response))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if _is_blocked(exc):
+                raise AddressBlocked(host, _describe(exc)) from exc
+            raise RemoteUnreachable(host, _describe(exc)) from exc
+
     async def _request(
         self,
         method: str,

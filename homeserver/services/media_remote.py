@@ -4,8 +4,10 @@
 request; its answer is `multipart/mixed` with exactly two parts, a JSON object of metadata and
 then the bytes. Only when the origin answers `404 M_UNRECOGNIZED` (it predates v1.11) do we fall
 back to the deprecated `GET /_matrix/media/v3/download/{serverName}/{mediaId}` with
-`allow_remote=false`, as the spec requires. The bytes are streamed to disk with the upload size
-limit; nothing larger is kept (C-S "Security considerations": 502 M_TOO_LARGE).
+`allow_remote=false`, as the spec requires. A media part that holds a `Location` instead of
+bytes is followed with a plain GET (the URL itself is never cached). The bytes are streamed to
+disk with the upload size limit; nothing larger is kept (C-S "Security considerations": 502
+M_TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class MediaRequester(Protocol):
         path: str,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         query: Query | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> T: ...
+
+    async def get_url_streamed(
+        self,
+        url: str,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         *,
         timeout_s: float | None = None,
     ) -> T: ...
@@ -105,8 +115,12 @@ class RemoteMediaFetcher:
             raise BadRemoteMedia(f"malformed multipart body: {exc}") from None
         if not isinstance(media, aiohttp.BodyPartReader):
             raise BadRemoteMedia("the media part is missing")
-        if "Location" in media.headers:
-            raise BadRemoteMedia("redirects to another location are not supported")
+        location = media.headers.get("Location")
+        if location is not None:
+            # The bytes are elsewhere (a CDN, say): fetched unsigned, same limits and policy.
+            return await self._requester.get_url_streamed(
+                location, self._read_plain, timeout_s=DOWNLOAD_TIMEOUT_S
+            )
         digest = await self._files.write_stream(_part_chunks(media), self._max_size)
         return _described(digest, media.headers)
 

@@ -112,6 +112,8 @@ class MediaOrigin:
     """A remote server's media endpoints, with what it was asked."""
 
     files: dict[str, tuple[bytes, str, str]] = field(default_factory=dict)
+    # Media IDs answered with a `Location` part pointing at /cdn/{mediaId} instead of bytes.
+    redirected: set[str] = field(default_factory=set)
     federation_endpoint: bool = True
     requests: list[str] = field(default_factory=list)
     port: int = 0
@@ -124,6 +126,7 @@ class MediaOrigin:
         app = web.Application()
         app.router.add_get("/_matrix/federation/v1/media/download/{mediaId}", self._federation)
         app.router.add_get("/_matrix/media/v3/download/{serverName}/{mediaId}", self._legacy)
+        app.router.add_get("/cdn/{mediaId}", self._legacy)
         return app
 
     async def _federation(self, request: web.Request) -> web.StreamResponse:
@@ -135,11 +138,17 @@ class MediaOrigin:
             return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
         data, content_type, disposition = found
         boundary = "6b1d4c2e"
+        if request.match_info["mediaId"] in self.redirected:
+            location = f"https://{self.server_name}/cdn/{request.match_info['mediaId']}"
+            media_headers, data = f"Location: {location}\r\n\r\n", b""
+        else:
+            media_headers = (
+                f"Content-Type: {content_type}\r\nContent-Disposition: {disposition}\r\n\r\n"
+            )
         body = (
             (
                 f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
-                f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Disposition: {disposition}\r\n\r\n"
+                f"--{boundary}\r\n{media_headers}"
             ).encode()
             + data
             + f"\r\n--{boundary}--\r\n".encode()
@@ -200,3 +209,12 @@ async def test_missing_and_oversized_remote_media(world: World, origin: MediaOri
     with pytest.raises(MatrixError) as huge:
         await world.deps.media.download(origin.server_name, "huge")
     assert (huge.value.status, huge.value.errcode) == (502, "M_TOO_LARGE")
+
+
+async def test_a_location_part_is_followed_to_the_bytes(world: World, origin: MediaOrigin) -> None:
+    origin.files["cdn1"] = (b"from the cdn", "video/mp4", 'inline; filename="clip.mp4"')
+    origin.redirected.add("cdn1")
+    served = await world.deps.media.download(origin.server_name, "cdn1")
+    assert served.path.read_bytes() == b"from the cdn"
+    assert (served.content_type, served.filename) == ("video/mp4", "clip.mp4")
+    assert paths(origin.requests) == ["/_matrix/federation/v1/media/download/cdn1", "/cdn/cdn1"]
