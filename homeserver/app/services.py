@@ -26,6 +26,7 @@ from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.guest_eviction import GuestEviction
+from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.media import MediaService
 from homeserver.services.media_setup import build_media_service
 from homeserver.services.membership import MembershipService
@@ -271,6 +272,8 @@ class Dependencies:
             RoomServices.build(self.config, self.pool, self.engine, federation),
         )
         object.__setattr__(self, "room_reads", RoomReadServices.build(self.pool, self.engine.state))
+        # C-S "Ignoring Users": /messages and /context leave out ignored users' events.
+        self.room_reads.paginator.ignored = IgnoredUsers(self.sync.account_data)
         remote_client = self.remote.client if self.remote is not None else None
         object.__setattr__(
             self, "media", build_media_service(self.config, self.pool, remote_client)

@@ -18,6 +18,7 @@ from federation.room_state import MEMBER
 from homeserver.errors import MatrixError
 from homeserver.services.client_events import Viewer
 from homeserver.services.filters import RoomEventFilter, event_matches
+from homeserver.services.ignored_users import NOBODY, IgnoredUsers, hidden_from
 from homeserver.services.room_reads import RoomAccess, RoomReader
 from homeserver.services.tokens import RoomToken, StreamToken, TopologicalToken
 from homeserver.storage.event_rows import EventRow
@@ -104,6 +105,8 @@ class RoomPaginator:
         self._reader = reader
         self._store = reader.store
         self._backfill = backfill
+        # C-S "Ignoring Users": events of users the viewer ignores are left out (wiring sets it).
+        self.ignored: IgnoredUsers | None = None
 
     def set_backfill(self, backfill: Backfill | None) -> None:
         """Where /messages gets older history it does not hold (federation; None: nowhere)."""
@@ -127,6 +130,7 @@ class RoomPaginator:
         """Walk from `start` with `fetch(from_key, n)` until `limit` events pass the history
         visibility rules and `event_filter`, storage runs out, or `MAX_ROUNDS` batches."""
         result = Scan(cursor=start)
+        ignored = await self.ignored.ignored_by(viewer.user_id) if self.ignored else NOBODY
         for _ in range(MAX_ROUNDS):
             if len(result.rows) >= limit:
                 break
@@ -139,7 +143,11 @@ class RoomPaginator:
                 key = key_of(row)
                 result.cursor = key_before(key) if direction == "b" else key
                 verdict = verdicts[row.event.event_id]
-                if verdict.visible and event_matches(event_filter, filter_view(row)):
+                if (
+                    verdict.visible
+                    and event_matches(event_filter, filter_view(row))
+                    and not hidden_from(row.event, ignored)
+                ):
                     result.rows.append(row)
                     result.memberships[row.event.event_id] = verdict.membership
                     if len(result.rows) >= limit:

@@ -18,6 +18,7 @@ from typing import Any, Final
 from federation.pdu import Event
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.filters import Filter, event_matches, room_allowed
+from homeserver.services.ignored_users import invite_hidden
 from homeserver.services.push import PushService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.state import RoomStateCache
@@ -298,6 +299,8 @@ class SyncService:
             if m.membership in ("invite", "knock"):
                 key = "invite_state" if m.membership == "invite" else "knock_state"
                 member_event = await self._membership_event(m)
+                if member_event is not None and await self._invite_hidden(user_id, member_event):
+                    continue  # C-S "Ignoring Users": no invites from ignored users
                 if member_event is not None:
                     events = await self._builder.stripped_room_state(member_event)
                     sections[m.membership][m.room_id] = {key: {"events": events}}
@@ -408,6 +411,12 @@ class SyncService:
             },
             "state": {"events": format_events(state, request.sync_filter, now_ms)},
         }
+
+    async def _invite_hidden(self, user_id: str, member_event: Event) -> bool:
+        ignored = self._builder.ignored
+        return ignored is not None and invite_hidden(
+            member_event, await ignored.ignored_by(user_id)
+        )
 
     async def _membership_event(self, m: Membership) -> Event | None:
         events = await self._state.get_events([m.event_id])

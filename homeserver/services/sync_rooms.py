@@ -16,6 +16,7 @@ from homeserver.services.filters import (
     event_limit,
     event_matches,
 )
+from homeserver.services.ignored_users import NOBODY, IgnoredUsers, hidden_from
 from homeserver.services.state import RoomStateCache
 from homeserver.services.sync_events import (
     STRIPPED_STATE_TYPES,
@@ -82,6 +83,8 @@ class RoomSyncBuilder:
         # The latest events of each room in memory (set by SyncService): a woken /sync's
         # timeline comes from there; older ranges from the database.
         self.recent: RecentEvents | None = None
+        # C-S "Ignoring Users": who each user ignores (set by sync_setup.py).
+        self.ignored: IgnoredUsers | None = None
 
     async def room(
         self, rng: RoomRange, sync_filter: Filter, heroes: Collection[str] = ()
@@ -100,6 +103,7 @@ class RoomSyncBuilder:
         older ones in the range were left out (C-S "Syncing")."""
         limit = event_limit(timeline_filter)
         lower, upper = rng.since or 0, rng.until
+        ignored = await self.ignored.ignored_by(rng.user_id) if self.ignored else NOBODY
         collected: list[EventRow] = []
         exhausted = False
         for _ in range(_MAX_TIMELINE_READS):
@@ -108,6 +112,7 @@ class RoomSyncBuilder:
                 row
                 for row in rows
                 if event_matches(timeline_filter, matches_view(row.event), room_id=rng.room_id)
+                and not hidden_from(row.event, ignored)
             ]
             collected = await self._visible(rng, matching) + collected
             if len(rows) <= limit:

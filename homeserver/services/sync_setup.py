@@ -8,6 +8,7 @@ import asyncpg
 
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.notifier import Notifier
 from homeserver.services.push import PushService
 from homeserver.services.receipts import ReceiptsService
@@ -72,6 +73,7 @@ class SyncServices:
         push = PushService(push_store, store, state, account_data, server_name)
         pipeline.add_persisted_hook(push.on_events_persisted)
         builder = RoomSyncBuilder(events, state, store, VisibilityLoader(state))
+        builder.ignored = IgnoredUsers(account_data)
         sync = SyncService(
             streams=streams,
             rooms=rooms,
