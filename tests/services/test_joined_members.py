@@ -120,11 +120,13 @@ async def test_push_uses_the_joined_members_display_names_and_follows_leaves(
 
     await say("hello")
     await say("are you there, Bobby?")
+    await push.wait_until_processed([room_id])  # evaluation runs after the send returns
     counts = (await push_store.get_unread_counts(BOB, [room_id]))[room_id]
     assert (counts.notification_count, counts.highlight_count) == (2, 1)
     assert room_id not in await push_store.get_unread_counts(ALICE, [room_id])  # the sender
 
     await h.pipeline.create_local_event(room_id, MEMBER, BOB, {"membership": "leave"}, BOB)
     await say("Bobby left")
+    await push.wait_until_processed([room_id])
     # His leave read up to it (so no unread count); the message after it did not notify him.
     assert len(await push_store.get_notifications(BOB, None, 10, False)) == 2
