@@ -106,6 +106,8 @@ class PresenceService:
         # were dropped (or came before this process).
         self._log: list[tuple[int, str]] = []
         self._log_start = stream.current_position
+        # user → the rooms they were joined to at their last change (who may see it).
+        self._rooms_at_change: dict[str, frozenset[str]] = {}
         self._syncing: dict[str, int] = {}  # local user → /sync requests in progress
         self._last_sync: dict[str, int] = {}  # local user → when a /sync last ran
         self._listeners: list[PresenceListener] = []
@@ -165,6 +167,10 @@ class PresenceService:
             return True
         viewer_rooms = set(await self._rooms_of_user(viewer))
         return not viewer_rooms.isdisjoint(await self._rooms_of_user(user_id))
+
+    def rooms_at_change(self, user_id: str) -> frozenset[str]:
+        """The rooms `user_id` was joined to when their presence last changed."""
+        return self._rooms_at_change.get(user_id, frozenset())
 
     def changed_users(self, since: int, until: int) -> list[str] | None:
         """Users whose presence changed in `(since, until]`; None when `since` is older than
@@ -277,6 +283,7 @@ class PresenceService:
             rooms = await self._rooms_of_user(user_id)
         async with self._stream.write(None, (user_id,)) as position:
             self._states[user_id] = new
+            self._rooms_at_change[user_id] = frozenset(rooms)
             bisect.insort(self._log, (position, user_id))
             for room_id in rooms:
                 self._stream.notifier.notify_new_event(room_id, position)

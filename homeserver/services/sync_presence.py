@@ -8,7 +8,7 @@ homeserver/services/sync.py when presence is enabled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from homeserver.services.filters import EventFilter, event_matches
@@ -37,10 +37,21 @@ class PresenceSyncSection:
             if since is not None
             else None
         )
-        if changed is not None and not changed:
+        if changed is None:
+            candidates: Collection[str] = await self._users_sharing_a_room(
+                user_id, joined_room_ids
+            )
+        else:
+            # Who shared a room with the user when the change happened: no scan of every
+            # member of every room for each change.
+            rooms = frozenset(joined_room_ids)
+            candidates = [
+                u
+                for u in changed
+                if u == user_id or not self._presence.rooms_at_change(u).isdisjoint(rooms)
+            ]
+        if not candidates:
             return []
-        visible = await self._users_sharing_a_room(user_id, joined_room_ids)
-        candidates = visible if changed is None else [u for u in changed if u in visible]
         now_ms = self._presence.now_ms()
         events = []
         for other in sorted(candidates):

@@ -177,9 +177,7 @@ async def test_idle_user_becomes_unavailable_and_activity_brings_them_back(
     await holding
 
 
-async def test_user_with_no_sync_goes_offline(
-    client: Client, room: tuple[User, User, str]
-) -> None:
+async def test_user_with_no_sync_goes_offline(client: Client, room: tuple[User, User, str]) -> None:
     alice, bob, _ = room
     await sync(alice)
     assert (await get_status(bob, alice.user_id)).body["presence"] == "online"
@@ -219,3 +217,17 @@ async def test_presence_can_be_disabled(
         assert (await put_status(alice, presence="online", status_msg="x")).status == 200
         assert (await get_status(bob, alice.user_id)).body == {"presence": "offline"}
         assert (await sync(bob))["presence"]["events"] == []
+
+
+async def test_incremental_sync_leaves_out_changes_of_strangers(
+    client: Client, room: tuple[User, User, str]
+) -> None:
+    alice, bob, _ = room
+    (carol,) = await register_users(client, "carol")
+    await asyncio.sleep(0.2)  # let the join's activity settle
+    token = (await sync(bob, set_presence="offline"))["next_batch"]
+    assert (await put_status(carol, presence="online", status_msg="hidden")).status == 200
+    assert (await put_status(alice, presence="online", status_msg="shown")).status == 200
+    body = await sync(bob, since=token, set_presence="offline")
+    senders = {e["sender"] for e in body["presence"]["events"]}
+    assert alice.user_id in senders and carol.user_id not in senders
