@@ -190,8 +190,11 @@ async def _run_segment(
         # is the one being handled when it failed.
         logger.exception("a batch of PDUs from %s failed; processing them one by one", origin)
         redo = list(segment.taken)
-        if current is not None and results[current.index] is None and current not in redo:
-            redo.append(current)
+        if current is None and segment.next_index == start:
+            current = rest[0]  # the batch could not even be opened: on with the first PDU
+        if current is not None:  # it failed on this PDU (`next_index` is still its position)
+            if results[current.index] is None:
+                redo.append(current)
             segment.next_index += 1
         for item in redo:
             results[item.index] = await _receive_alone(receiver, origin, room_version, item)

@@ -3,6 +3,7 @@ still gets the result it would get alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from federation.room_versions import V11
 from homeserver.remote.keyring import KeyUnavailableError
-from homeserver.services import remote_batch
+from homeserver.services import event_pipeline, remote_batch
 from homeserver.services.federation_inbound_batch import TransactionKeyring
 from homeserver.services.state import LruCache
 from tests.federation_api.conftest import JoinedRoom
@@ -263,3 +264,18 @@ async def test_a_pdu_citing_an_auth_event_rejected_earlier_is_rejected(
     reply = await send(world, "t-rejected-later", [later])
     assert reply.body["pdus"][later_id]["error"].startswith("rejected")
     assert (await stored(world, later_id)).rejection_reason is not None
+
+
+async def test_when_batches_cannot_be_opened_each_pdu_fails_alone_without_hanging(
+    world: World, joined_room: JoinedRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def open_failing(**kwargs: Any) -> remote_batch.RemoteBatch:
+        raise RuntimeError("no connection")
+
+    monkeypatch.setattr(event_pipeline, "open_remote_batch", open_failing)
+    prevs, ids, depth = await room_heads(world, joined_room.room_id)
+    (id1, m1), (id2, m2) = chain(world, joined_room, ids, prevs, depth, ["one", "two"])
+    reply = await asyncio.wait_for(send(world, "t-batch-no-open", [m1, m2]), 30)
+    for event_id in (id1, id2):
+        assert reply.body["pdus"][event_id]["error"] == "internal error processing this event"
+        assert await stored(world, event_id) is None
