@@ -75,9 +75,6 @@ class RemoteBatch:
         """The room's current state after the events taken so far (S2S step 6 reads it)."""
         return self._batch.state
 
-    def __len__(self) -> int:
-        return len(self._batch.to_persist)
-
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._rejected
 
