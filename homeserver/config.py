@@ -207,6 +207,38 @@ class PushersConfig(_Section):
     gateway_timeout: PositiveFloat = 10.0  # seconds for one request to a push gateway
 
 
+class VoipConfig(_Section):
+    """C-S "Voice over IP" GET /voip/turnServer: TURN REST API credentials (the username is
+    `<expiry>:<user_id>`, the password base64 HMAC-SHA1 of it under the shared secret)."""
+
+    turn_uris: tuple[StrictStr, ...] = ()  # e.g. "turn:turn.example.com:3478?transport=udp"
+    turn_shared_secret: StrictStr | None = None  # the TURN server's static-auth-secret
+    # How long the credentials stay valid (`ttl`).
+    turn_user_lifetime: Annotated[timedelta, BeforeValidator(values.parse_duration)] = timedelta(
+        hours=1
+    )
+    turn_allow_guests: StrictBool = True
+
+
+class SupportContact(_Section):
+    role: StrictStr  # "m.role.admin", "m.role.security" or a namespaced role
+    matrix_id: StrictStr | None = None
+    email_address: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SupportContact:
+        if self.matrix_id is None and self.email_address is None:
+            raise ValueError("a support contact needs matrix_id or email_address")
+        return self
+
+
+class SupportConfig(_Section):
+    """/.well-known/matrix/support; 404 while neither is set."""
+
+    contacts: tuple[SupportContact, ...] = ()
+    support_page: StrictStr | None = None
+
+
 class OldVerifyKey(_Section):
     """A retired signing key, published in `old_verify_keys` of /_matrix/key/v2/server."""
 
@@ -234,6 +266,8 @@ class Config(_Section):
     media: MediaConfig = Field(default_factory=MediaConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     pushers: PushersConfig = Field(default_factory=PushersConfig)
+    voip: VoipConfig = Field(default_factory=VoipConfig)
+    support: SupportConfig = Field(default_factory=SupportConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_room_version: str = "11"
     public_baseurl: StrictStr | None = None  # the client API's public URL, for .well-known

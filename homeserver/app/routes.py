@@ -39,6 +39,7 @@ from homeserver.http.client import legacy as legacy_http
 from homeserver.http.client import media as media_http
 from homeserver.http.client import membership as membership_http
 from homeserver.http.client import notifications as notifications_http
+from homeserver.http.client import openid as openid_http
 from homeserver.http.client import presence as presence_http
 from homeserver.http.client import profile as profile_http
 from homeserver.http.client import pushers as pushers_http
@@ -48,15 +49,19 @@ from homeserver.http.client import relations as relations_http
 from homeserver.http.client import reports as reports_http
 from homeserver.http.client import room_reads as room_reads_http
 from homeserver.http.client import room_send as room_send_http
+from homeserver.http.client import room_summary as room_summary_http
 from homeserver.http.client import room_upgrade as room_upgrade_http
 from homeserver.http.client import rooms_create as rooms_create_http
 from homeserver.http.client import search as search_http
+from homeserver.http.client import support as support_http
 from homeserver.http.client import sync as sync_http
 from homeserver.http.client import tags as tags_http
+from homeserver.http.client import threepids as threepids_http
 from homeserver.http.client import timestamp_lookup as timestamp_http
 from homeserver.http.client import to_device as to_device_http
 from homeserver.http.client import typing as typing_http
 from homeserver.http.client import user_directory as user_directory_http
+from homeserver.http.client import voip as voip_http
 from homeserver.http.federation import key_query as federation_key_query
 from homeserver.http.federation import keys as federation_keys
 from homeserver.http.federation import media as federation_media
@@ -75,7 +80,9 @@ from homeserver.services.event_stream import EventStream
 from homeserver.services.federation_user_keys import FederationUserKeys
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.legacy_sync import LegacySync
+from homeserver.services.openid import OpenIdTokens
 from homeserver.services.reports import ReportService
+from homeserver.services.room_summary import RoomSummaries
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.search import SearchService
 from homeserver.services.space_hierarchy import SpaceHierarchy
@@ -161,6 +168,7 @@ def _add_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     _add_sync_routes(router, deps)
     _add_legacy_and_report_routes(router, deps)
     _add_backup_and_search_routes(router, deps)
+    _add_misc_client_routes(router, deps)
     media_http.add_routes(router, deps.account_services.auth, deps.media)
 
 
@@ -213,6 +221,18 @@ def _add_backup_and_search_routes(router: web.UrlDispatcher, deps: Dependencies)
     search_http.add_routes(router, auth, SearchService(deps.pool, reads.reader, reads.paginator))
 
 
+def _add_misc_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
+    """OpenID tokens, third-party identifiers (none), TURN credentials, support contacts,
+    room summaries."""
+    auth, config = deps.account_services.auth, deps.config
+    openid_http.add_routes(router, auth, OpenIdTokens(deps.pool, config.server_name))
+    threepids_http.add_routes(router, auth)
+    voip_http.add_routes(router, auth, config.voip)
+    support_http.add_routes(router, config.support)
+    summaries = RoomSummaries(deps.engine.state, deps.room_services.aliases)
+    room_summary_http.add_routes(router, auth, summaries)
+
+
 def _add_room_read_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     auth, reads = deps.account_services.auth, deps.room_reads
     room_reads_http.add_routes(router, auth, reads.reader, reads.paginator)
@@ -262,6 +282,8 @@ def _add_account_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
 def _add_federation_routes(router: web.UrlDispatcher, deps: Dependencies) -> None:
     config = deps.config
     federation_version.add_routes(router)
+    # S2S "OpenID": third parties check the tokens of POST /user/{userId}/openid/request_token.
+    openid_http.add_userinfo_route(router, OpenIdTokens(deps.pool, config.server_name))
     server_keys = federation_keys.ServerKeysResource(
         server_name=config.server_name,
         signing_key=deps.signing_key,
