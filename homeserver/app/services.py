@@ -52,6 +52,7 @@ from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.aliases import AliasesStore
 from homeserver.storage.events import EventsStore
 from homeserver.storage.federation_outbound import FederationOutboundStore
+from homeserver.storage.outliers import OutlierStore
 from homeserver.storage.profiles import ProfilesStore
 from homeserver.storage.room_directory import RoomDirectoryStore
 from homeserver.storage.rooms import RoomsStore
@@ -288,6 +289,7 @@ class Dependencies:
                 events=self.engine.events,
                 pipeline=self.engine.pipeline,
                 server_name=self.config.server_name,
+                outliers=OutlierStore(self.pool),
             )
             self.room_reads.paginator.set_backfill(backfiller)
 
@@ -302,6 +304,8 @@ class Dependencies:
         await self.sync.push.close()  # push evaluation of the last events runs in the background
         if self.federation_sender is not None:
             await self.federation_sender.close()
+        if self.e2ee is not None and self.e2ee.remote_keys is not None:
+            await self.e2ee.remote_keys.close()  # device list resyncs under way
         if self.remote is not None:
             await self.remote.close()
 
@@ -341,6 +345,9 @@ async def build_dependencies(
         remote = create_remote_services(config, pool, signing_key)
         sender = await start_federation_sender(config, pool, engine, remote)
     e2ee = build_e2ee(config, pool, sync, remote, sender)
+    if e2ee.remote_keys is not None:
+        # Joins can start sharing a room with remote users: their cached keys are refetched.
+        engine.pipeline.add_persisted_hook(e2ee.remote_keys.on_events_persisted)
     presence = None
     if config.presence.enabled:
         presence = await PresenceServices.start(
@@ -367,6 +374,7 @@ async def build_dependencies(
             receipts=sync.receipts,
             to_device=e2ee.to_device,
             device_lists=e2ee.device_lists,
+            remote_keys=e2ee.remote_keys,
             presence=presence.edu_sink if presence is not None else None,
         )
         # Local users' typing and read receipts go to the other servers in the room.

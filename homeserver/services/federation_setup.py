@@ -16,6 +16,7 @@ from homeserver.services.federation_edus import (
     EduDispatcher,
     PresenceSink,
     ReceiptSink,
+    RemoteKeysSink,
     ToDeviceSink,
     TypingSink,
 )
@@ -63,6 +64,7 @@ class FederationInboundServices:
         receipts: ReceiptSink | None = None,
         to_device: ToDeviceSink | None = None,
         device_lists: DeviceListSink | None = None,
+        remote_keys: RemoteKeysSink | None = None,
         presence: PresenceSink | None = None,
     ) -> FederationInboundServices:
         fetcher = RemoteRoomFetcher(requester) if requester is not None else None
@@ -77,6 +79,7 @@ class FederationInboundServices:
                 receipts=receipts,
                 to_device=to_device,
                 device_lists=device_lists,
+                remote_keys=remote_keys,
                 presence=presence,
             ),
             store=ReceivedTransactionsStore(pool),
