@@ -301,7 +301,6 @@ class Dependencies:
         if self.pushers is not None:
             await self.pushers.close()
         await self.engine.close()
-        await self.sync.push.close()  # push evaluation of the last events runs in the background
         if self.federation_sender is not None:
             await self.federation_sender.close()
         if self.e2ee is not None and self.e2ee.remote_keys is not None:
