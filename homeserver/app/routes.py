@@ -81,6 +81,7 @@ from homeserver.services.federation_user_keys import FederationUserKeys
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.legacy_sync import LegacySync
 from homeserver.services.openid import OpenIdTokens
+from homeserver.services.remote_room_summary import RemoteRoomSummaries
 from homeserver.services.reports import ReportService
 from homeserver.services.room_summary import RoomSummaries
 from homeserver.services.room_upgrade import RoomUpgradeService
@@ -229,7 +230,11 @@ def _add_misc_client_routes(router: web.UrlDispatcher, deps: Dependencies) -> No
     threepids_http.add_routes(router, auth)
     voip_http.add_routes(router, auth, config.voip)
     support_http.add_routes(router, config.support)
-    summaries = RoomSummaries(deps.engine.state, deps.room_services.aliases)
+    remote = None
+    if deps.remote is not None:  # rooms this server is not in are asked of others
+        remote = RemoteRoomSummaries(deps.remote.client, config.server_name)
+    directory = RoomDirectoryStore(deps.pool)
+    summaries = RoomSummaries(deps.engine.state, deps.room_services.aliases, directory, remote)
     room_summary_http.add_routes(router, auth, summaries)
 
 

@@ -20,6 +20,9 @@ from aiohttp import web
 from homeserver.errors import error_middleware
 from homeserver.http.client.openid import USERINFO_PATH, add_userinfo_route
 from homeserver.services.openid import OpenIdTokens
+from homeserver.services.remote_room_summary import parse_hierarchy_room
+from homeserver.services.room_summary import RoomSummaries
+from homeserver.storage.room_directory import RoomDirectoryStore
 from tests.http.account_helpers import SERVER_NAME, running_server
 from tests.http.room_helpers import Client, User, q, register_users
 from tests.openapi_schema import client_server_spec
@@ -217,3 +220,83 @@ async def test_private_room_summary_only_for_members(users: list[User]) -> None:
     assert (no_alias.status, no_alias.body["errcode"]) == (404, "M_NOT_FOUND")
     garbage = await summary(alice.client, "lobby", alice.token)
     assert garbage.status == 400
+
+
+REMOTE_ROOM = "!far:remote.test"
+
+
+def remote_summary(**fields: Any) -> dict[str, Any]:
+    return {
+        "room_id": REMOTE_ROOM,
+        "num_joined_members": 3,
+        "world_readable": False,
+        "guest_can_join": False,
+        "join_rule": "public",
+        "name": "Far away",
+        "children_state": [],
+        **fields,
+    }
+
+
+class FakeRemote:
+    """Other servers' hierarchy answers, by server name."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.asked: list[list[str]] = []
+
+    async def __call__(self, room_id: str, servers: Any) -> Any:
+        self.asked.append(list(servers))
+        for server in servers:
+            room = parse_hierarchy_room(room_id, self.answers.get(server))
+            if room is not None:
+                return room
+        return None
+
+
+def summaries_with(client: Client, remote: FakeRemote) -> RoomSummaries:
+    deps = client.deps
+    directory = RoomDirectoryStore(deps.pool)
+    return RoomSummaries(deps.engine.state, deps.room_services.aliases, directory, remote)
+
+
+async def test_rooms_elsewhere_are_summarised_by_the_servers_in_via(users: list[User]) -> None:
+    alice, _ = users
+    remote = FakeRemote({"good.test": {"room": remote_summary()}, "bad.test": {"room": []}})
+    summaries = summaries_with(alice.client, remote)
+    found = await summaries.summary(REMOTE_ROOM, alice.user_id, ["bad.test", "good.test"])
+    assert found["name"] == "Far away" and "children_state" not in found
+    assert "membership" not in found
+    conforms(SUMMARY_PATH, "get", 200, found)
+    # Without via, the room ID's server is asked (it does not answer here).
+    with pytest.raises(Exception, match="M_NOT_FOUND"):
+        await summaries.summary(REMOTE_ROOM, None)
+    assert remote.asked[-1] == ["remote.test"]
+    with pytest.raises(Exception, match="M_NOT_FOUND"):
+        await summaries.summary(REMOTE_ROOM, alice.user_id, ["bad.test"])
+
+
+async def test_private_rooms_elsewhere_stay_hidden_unless_allowed(users: list[User]) -> None:
+    alice, _ = users
+    private = remote_summary(join_rule="invite")
+    summaries = summaries_with(alice.client, FakeRemote({"remote.test": {"room": private}}))
+    with pytest.raises(Exception, match="M_NOT_FOUND"):
+        await summaries.summary(REMOTE_ROOM, alice.user_id)
+    # Restricted to a room alice is joined to: she may look.
+    space = await alice.create_room()
+    restricted = remote_summary(join_rule="restricted", allowed_room_ids=[space])
+    summaries = summaries_with(alice.client, FakeRemote({"remote.test": {"room": restricted}}))
+    found = await summaries.summary(REMOTE_ROOM, alice.user_id)
+    assert found["allowed_room_ids"] == [space]
+    with pytest.raises(Exception, match="M_NOT_FOUND"):
+        await summaries.summary(REMOTE_ROOM, None)
+
+
+def test_malformed_hierarchy_answers_are_refused() -> None:
+    assert parse_hierarchy_room(REMOTE_ROOM, {"room": remote_summary()}) is not None
+    assert parse_hierarchy_room("!other:x.test", {"room": remote_summary()}) is None
+    assert (
+        parse_hierarchy_room(REMOTE_ROOM, {"room": remote_summary(num_joined_members="3")}) is None
+    )
+    assert parse_hierarchy_room(REMOTE_ROOM, {"room": remote_summary(name=7)}) is None
+    assert parse_hierarchy_room(REMOTE_ROOM, []) is None

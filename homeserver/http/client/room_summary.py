@@ -22,6 +22,7 @@ def add_routes(router: web.UrlDispatcher, auth: ClientAuth, summaries: RoomSumma
     async def get_summary(request: web.Request, requester: Requester | None) -> web.Response:
         user_id = requester.user_id if requester is not None else None
         room = request.match_info["roomIdOrAlias"]
-        return json_response(await summaries.summary(room, user_id))
+        via = request.query.getall("via", [])
+        return json_response(await summaries.summary(room, user_id, via))
 
     add_client_route(router, "GET", "/room_summary/{roomIdOrAlias}", get_summary, versions=V1)
