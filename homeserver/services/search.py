@@ -11,6 +11,8 @@
   a server leave out the per-group tokens). A `recent` token is a stream position, a `rank`
   token an offset into the ranked matches.
 - `count` is PostgreSQL's count of matches before history visibility (an estimate, as allowed).
+- Messages of users the searcher ignores are left out, as everywhere else (C-S "Ignoring
+  Users"); the paginator's `ignored` tracker says who they are.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from homeserver.services.filters import (
     parse_filter,
     room_allowed,
 )
+from homeserver.services.ignored_users import NOBODY, hidden_from
 from homeserver.services.pagination import (
     RoomPaginator,
     filter_view,
@@ -239,6 +242,8 @@ class SearchService:
         page = Page([], [], 0, None)
         if not words or not rooms:
             return page
+        tracker = self._paginator.ignored
+        ignored = await tracker.ignored_by(viewer.user_id) if tracker else NOBODY
         more = True
         for round_number in range(MAX_ROUNDS):
             batch = max(limit * 2, MIN_BATCH)
@@ -263,7 +268,10 @@ class SearchService:
             for index, hit in enumerate(hits):
                 cursor.offset += 1
                 cursor.before_stream = hit.row.stream_ordering
-                shown = hit.row.event.event_id in visible
+                # C-S "Ignoring Users": nothing of theirs reaches the client but state.
+                shown = hit.row.event.event_id in visible and not hidden_from(
+                    hit.row.event, ignored
+                )
                 if shown and event_matches(event_filter, filter_view(hit.row)):
                     page.rows.append(hit.row)
                     page.ranks.append(hit.rank)

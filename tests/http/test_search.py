@@ -201,3 +201,16 @@ async def test_bad_requests_get_clear_errors(users: list[User]) -> None:
     assert empty.status == 200 and found(empty) == []
     other = await alice.call("POST", "/search", {"search_categories": {}})
     assert other.status == 200 and other.body == {"search_categories": {}}
+
+
+async def test_ignored_users_messages_are_not_found(users: list[User]) -> None:
+    alice, bob, carol = users
+    room_id = await alice.create_room(preset="public_chat")
+    for user in (bob, carol):
+        assert (await user.join(room_id)).status == 200
+    await say(bob, room_id, "gossip from bob")
+    from_carol = await say(carol, room_id, "gossip from carol")
+    ignored = {"ignored_users": {bob.user_id: {}}}
+    path = f"/user/{q(alice.user_id)}/account_data/m.ignored_user_list"
+    assert (await alice.call("PUT", path, ignored)).status == 200
+    assert found(await search(alice, search_term="gossip")) == [from_carol]
