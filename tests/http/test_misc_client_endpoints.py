@@ -17,14 +17,17 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from federation.signing import generate_signing_key
 from homeserver.errors import error_middleware
 from homeserver.http.client.openid import USERINFO_PATH, add_userinfo_route
+from homeserver.server import stop_listeners
 from homeserver.services.openid import OpenIdTokens
 from homeserver.services.remote_room_summary import parse_hierarchy_room
 from homeserver.services.room_summary import RoomSummaries
 from homeserver.storage.room_directory import RoomDirectoryStore
 from tests.http.account_helpers import SERVER_NAME, running_server
 from tests.http.room_helpers import Client, User, q, register_users
+from tests.http.test_foundation_endpoints import bound_port, make_config, start
 from tests.openapi_schema import client_server_spec
 
 TURN = {
@@ -300,3 +303,27 @@ def test_malformed_hierarchy_answers_are_refused() -> None:
     )
     assert parse_hierarchy_room(REMOTE_ROOM, {"room": remote_summary(name=7)}) is None
     assert parse_hierarchy_room(REMOTE_ROOM, []) is None
+
+
+async def test_userinfo_is_served_on_the_federation_listener(
+    tmp_path: Path, migrated_db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    listeners = [
+        {"type": "client", "bind": "127.0.0.1", "port": 0},
+        {"type": "federation", "bind": "127.0.0.1", "port": 0},
+    ]
+    runners = await start(
+        make_config(tmp_path, migrated_db_dsn, listeners), pool, generate_signing_key()
+    )
+    url = f"http://127.0.0.1:{bound_port(runners[1])}{USERINFO_PATH}"
+    tokens = OpenIdTokens(pool, "veche.test")
+    issued = await tokens.request_token("@someone:veche.test", "@someone:veche.test")
+    try:
+        async with aiohttp.ClientSession() as http:
+            params = {"access_token": issued["access_token"]}
+            async with http.get(url, params=params) as reply:
+                assert (reply.status, await reply.json()) == (200, {"sub": "@someone:veche.test"})
+            async with http.get(url, params={"access_token": "nope"}) as reply:
+                assert reply.status == 401
+    finally:
+        await stop_listeners(runners)
