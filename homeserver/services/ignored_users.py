@@ -16,6 +16,7 @@ a change of that user's account data (an in-memory check, no query per request).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
@@ -57,6 +58,9 @@ class IgnoredUsers:
         self._account_data = account_data
         # user_id → (account data position when read, ignored users)
         self._cache: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+        # Reads under way: the rooms of one /sync ask at once, and share one query (None:
+        # that read failed).
+        self._loading: dict[str, asyncio.Future[frozenset[str] | None]] = {}
 
     async def ignored_by(self, user_id: str) -> frozenset[str]:
         """The users `user_id` ignores (their current `m.ignored_user_list`)."""
@@ -65,8 +69,26 @@ class IgnoredUsers:
         if cached is not None and not stream.notifier.has_new_events(user_id, (), cached[0]):
             self._cache.move_to_end(user_id)
             return cached[1]
+        loading = self._loading.get(user_id)
+        if loading is not None:
+            shared = await asyncio.shield(loading)
+            if shared is not None:
+                return shared
+            # That read failed; this caller tries for itself.
+        future: asyncio.Future[frozenset[str] | None] = asyncio.get_running_loop().create_future()
+        self._loading[user_id] = future
+        ignored: frozenset[str] | None = None
+        try:
+            ignored = await self._load(user_id)
+            return ignored
+        finally:
+            future.set_result(ignored)
+            if self._loading.get(user_id) is future:
+                del self._loading[user_id]
+
+    async def _load(self, user_id: str) -> frozenset[str]:
         # The position first: a change announced after it makes the next call reread.
-        position = stream.current_position
+        position = self._account_data.stream.current_position
         try:
             content = await self._account_data.get(user_id, GLOBAL, IGNORED_USER_LIST)
         except MatrixError:
