@@ -52,6 +52,8 @@ MAX_LIMIT: Final = 100
 DEFAULT_CONTEXT: Final = 5
 MAX_CONTEXT: Final = 50
 MAX_TERMS: Final = 32
+# Longer words are cut: they only bloat the query (PostgreSQL drops words over 2047 bytes).
+MAX_WORD_CHARS: Final = 100
 # Matches read per round, and rounds per request, while hidden ones are skipped.
 MIN_BATCH: Final = 20
 MAX_ROUNDS: Final = 5
@@ -91,7 +93,7 @@ class RoomEventsCriteria:
 
 
 def search_words(term: str) -> list[str]:
-    return _WORD.findall(term)[:MAX_TERMS]
+    return [word[:MAX_WORD_CHARS] for word in _WORD.findall(term)[:MAX_TERMS]]
 
 
 def tsquery_text(words: Sequence[str]) -> str:

@@ -199,6 +199,8 @@ async def test_bad_requests_get_clear_errors(users: list[User]) -> None:
     # Only punctuation: nothing to look for, an empty answer rather than an SQL error.
     empty = await search(alice, search_term="&|!():*")
     assert empty.status == 200 and found(empty) == []
+    huge = await search(alice, search_term="ü" * 5000 + " " + "x" * 5000)
+    assert huge.status == 200 and found(huge) == []
     other = await alice.call("POST", "/search", {"search_categories": {}})
     assert other.status == 200 and other.body == {"search_categories": {}}
 
