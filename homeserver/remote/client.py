@@ -189,7 +189,10 @@ class FederationClient:
         """An unsigned GET of an https URL another server pointed us to (S2S "Content
         Repository": a media part may carry a `Location` instead of the bytes). The address
         connected to passes the same IP range policy; error statuses raise `RemoteError`."""
-        target = URL(url)
+        try:
+            target = URL(url)
+        except ValueError:
+            raise RemoteError("", 0, None, f"not a URL: {url[:200]}") from None
         host = target.host or ""
         if target.scheme != "https" or not host:
             raise RemoteError(host, 0, None, f"not an https URL: {url[:200]}")

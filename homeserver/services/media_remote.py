@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDictProxy
 
 from homeserver.remote.client import Query, format_path
@@ -32,6 +33,10 @@ _METADATA_LIMIT: Final = 64 * 1024
 _CHUNK: Final = 64 * 1024
 
 T = TypeVar("T")
+
+# What aiohttp's multipart reader raises on a body that breaks RFC 2046 (a missing boundary,
+# a bad part header, an early end).
+_MALFORMED: Final = (ValueError, AssertionError, HttpProcessingError)
 
 
 class MediaRequester(Protocol):
@@ -111,7 +116,7 @@ class RemoteMediaFetcher:
             # The metadata object is empty today; it is read (bounded) and not used.
             await _read_part_limited(metadata, _METADATA_LIMIT)
             media = await reader.next()
-        except (ValueError, AssertionError) as exc:  # a malformed multipart body
+        except _MALFORMED as exc:
             raise BadRemoteMedia(f"malformed multipart body: {exc}") from None
         if not isinstance(media, aiohttp.BodyPartReader):
             raise BadRemoteMedia("the media part is missing")
@@ -121,7 +126,10 @@ class RemoteMediaFetcher:
             return await self._requester.get_url_streamed(
                 location, self._read_plain, timeout_s=DOWNLOAD_TIMEOUT_S
             )
-        digest = await self._files.write_stream(_part_chunks(media), self._max_size)
+        try:
+            digest = await self._files.write_stream(_part_chunks(media), self._max_size)
+        except _MALFORMED as exc:
+            raise BadRemoteMedia(f"malformed media part: {exc}") from None
         return _described(digest, media.headers)
 
     async def _read_plain(self, response: aiohttp.ClientResponse) -> FetchedMedia:

@@ -114,6 +114,8 @@ class MediaOrigin:
     files: dict[str, tuple[bytes, str, str]] = field(default_factory=dict)
     # Media IDs answered with a `Location` part pointing at /cdn/{mediaId} instead of bytes.
     redirected: set[str] = field(default_factory=set)
+    # Media IDs answered with this raw body as multipart/mixed (malformed on purpose).
+    broken: dict[str, bytes] = field(default_factory=dict)
     federation_endpoint: bool = True
     requests: list[str] = field(default_factory=list)
     port: int = 0
@@ -133,6 +135,11 @@ class MediaOrigin:
         self.requests.append(f"{request.path}?{request.query_string}")
         if not self.federation_endpoint:
             return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "no"}, status=404)
+        broken = self.broken.get(request.match_info["mediaId"])
+        if broken is not None:
+            return web.Response(
+                body=broken, headers={"Content-Type": "multipart/mixed; boundary=b"}
+            )
         found = self.files.get(request.match_info["mediaId"])
         if found is None:
             return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
@@ -218,3 +225,17 @@ async def test_a_location_part_is_followed_to_the_bytes(world: World, origin: Me
     assert served.path.read_bytes() == b"from the cdn"
     assert (served.content_type, served.filename) == ("video/mp4", "clip.mp4")
     assert paths(origin.requests) == ["/_matrix/federation/v1/media/download/cdn1", "/cdn/cdn1"]
+
+
+async def test_a_malformed_multipart_answer_is_a_bad_gateway(
+    world: World, origin: MediaOrigin
+) -> None:
+    origin.broken["nob"] = b"no boundary anywhere"
+    origin.broken["badhdr"] = (
+        b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b\r\nBad\r\n\r\nx"
+    )
+    origin.broken["onepart"] = b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b--\r\n"
+    for media_id in origin.broken:
+        with pytest.raises(MatrixError) as failed:
+            await world.deps.media.download(origin.server_name, media_id)
+        assert (failed.value.status, failed.value.errcode) == (502, "M_UNKNOWN"), media_id
