@@ -4,6 +4,9 @@ S2S "Retrieving server keys": a server's keys come from its own `/_matrix/key/v2
 (self-signed), or from a notary's `/_matrix/key/v2/query` (self-signed by the server and
 signed by the notary). We only ask the notaries the operator configured
 (`federation.trusted_key_servers`, none by default: CONTRACT "Config file").
+
+Keys read from the table stay in memory (homeserver/remote/key_cache.py), so checking a
+request or a PDU with a known key costs no database round trip.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from federation.signing import ED25519, SignatureError, SigningKey, verify_json
 from federation.xmatrix import XMatrixError, parse_authorization_header
 from federation.xmatrix import verify_request as verify_xmatrix_request
 from homeserver.remote.errors import RemoteError, RemoteUnreachable
+from homeserver.remote.key_cache import DEFAULT_MAX_KEYS, HeldKey, VerifyKeyCache
 from homeserver.storage import server_keys
 
 logger = logging.getLogger(__name__)
@@ -79,6 +83,7 @@ class Keyring:
         notaries: Sequence[Notary] = (),
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         refetch_interval_ms: int = DEFAULT_REFETCH_INTERVAL_MS,
+        max_cached_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         self._own = own
         self._db = db
@@ -88,6 +93,7 @@ class Keyring:
         self._refetch_interval_ms = refetch_interval_ms
         self._in_flight: dict[tuple[str, str, bool], asyncio.Task[None]] = {}
         self._last_fetch_ms: dict[tuple[str, str], int] = {}
+        self._held = VerifyKeyCache(max_cached_keys)
 
     async def get_verify_key(
         self,
@@ -184,12 +190,18 @@ class Keyring:
     async def _cached_key(
         self, server_name: str, key_id: str, minimum_valid_until_ts: int, for_requests: bool
     ) -> bytes | None:
-        stored = await server_keys.get_server_key(self._db, server_name, key_id)
-        if stored is None or stored.valid_until_ts < minimum_valid_until_ts:
-            return None
-        if for_requests and stored.expired_ts is not None:
-            return None
-        return stored.verify_key
+        """The key from memory, else from the table. A key held in memory that does not answer
+        is not read again: only a fetch can improve it, and storing the fetched response
+        drops it from memory."""
+        held = self._held.get(server_name, key_id)
+        if held is None:
+            read_at = self._held.generation
+            stored = await server_keys.get_server_key(self._db, server_name, key_id)
+            if stored is None:
+                return None
+            held = HeldKey(stored.verify_key, stored.valid_until_ts, stored.expired_ts is not None)
+            self._held.put(server_name, key_id, held, read_at=read_at)
+        return held.verify_key if held.answers(minimum_valid_until_ts, for_requests) else None
 
     async def _fetch_once(
         self, server_name: str, key_id: str, minimum_valid_until_ts: int, *, use_notaries: bool
@@ -303,6 +315,7 @@ class Keyring:
             fetched_ts=self._clock_ms(),
             fetched_from=fetched_from,
         )
+        self._held.forget(keys.server_name)
 
 
 def _satisfies(keys: ServerKeys, key_id: str, minimum: int) -> bool:
