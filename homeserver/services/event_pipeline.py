@@ -45,7 +45,7 @@ from homeserver.services.room_batch import BatchApplier, RoomBatch
 from homeserver.services.room_writers import RoomWriters
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
-from homeserver.storage.events import EventsStore
+from homeserver.storage.events import EventsStore, TransactionIdTaken
 from homeserver.storage.rooms import ClientTransaction, RoomsStore
 
 __all__ = [
@@ -175,9 +175,16 @@ class EventPipeline:
         if room is None:
             _fail(requests, MatrixError(404, "M_NOT_FOUND", f"unknown room {room_id}"))
             return
-        requests = await self._skip_repeated_transactions(requests)
-        if requests:
+        requests = _join_repeated_transactions(requests)
+        try:
             await self._run_local(RoomBatch.from_room(room), requests, atomic=False)
+        except TransactionIdTaken:
+            # A retry of a request processed before (the stored txnId stopped the whole
+            # transaction, nothing was written): answer it, then build the others again.
+            pending = [r for r in requests if not r.future.done()]
+            pending = await self._answer_stored_transactions(pending)
+            if pending:
+                await self._run_local(RoomBatch.from_room(room), pending, atomic=False)
 
     async def _run_local(self, batch: RoomBatch, requests: list[_Request], atomic: bool) -> None:
         """Build each request's event on top of the previous one, then commit them together.
@@ -241,31 +248,27 @@ class EventPipeline:
         await self._applier.add_event(batch, event, state_before, before_group, txn=request.txn)
         return event
 
-    async def _skip_repeated_transactions(self, requests: list[_Request]) -> list[_Request]:
-        """Answer retransmitted txnIds with the original event (C-S "Transaction identifiers")."""
+    async def _answer_stored_transactions(self, requests: list[_Request]) -> list[_Request]:
+        """Answer retransmitted txnIds with the original event (C-S "Transaction identifiers");
+        return the requests still to process."""
         txns = [r.txn for r in requests if r.txn is not None]
         if not txns:
             return requests
         stored = await self._rooms.get_client_transactions(txns)
-        first: dict[ClientTransaction, _Request] = {}
         remaining: list[_Request] = []
         for request in requests:
             txn = request.txn
-            if txn is not None and txn in stored:
-                event_id = orjson.loads(stored[txn]).get("event_id")
-                events = await self._state.get_events([event_id])
-                if event_id in events:
-                    request.future.set_result(events[event_id])
-                else:
-                    request.future.set_exception(
-                        MatrixError(500, "M_UNKNOWN", "original event of this txnId not found")
-                    )
-            elif txn is not None and txn in first:
-                first[txn].future.add_done_callback(_copy_outcome_to(request.future))
-            else:
-                if txn is not None:
-                    first[txn] = request
+            if txn is None or txn not in stored:
                 remaining.append(request)
+                continue
+            event_id = orjson.loads(stored[txn]).get("event_id")
+            events = await self._state.get_events([event_id])
+            if event_id in events:
+                request.future.set_result(events[event_id])
+            else:
+                request.future.set_exception(
+                    MatrixError(500, "M_UNKNOWN", "original event of this txnId not found")
+                )
         return remaining
 
     # --- remote events --------------------------------------------------------------------
@@ -357,6 +360,21 @@ def _fail(requests: Sequence[_Request], error: BaseException) -> None:
             request.future.set_exception(error)
         else:
             request.future.cancel()
+
+
+def _join_repeated_transactions(requests: list[_Request]) -> list[_Request]:
+    """A txnId repeated within one batch is answered with the first request's outcome."""
+    first: dict[ClientTransaction, _Request] = {}
+    remaining: list[_Request] = []
+    for request in requests:
+        txn = request.txn
+        if txn is not None and txn in first:
+            first[txn].future.add_done_callback(_copy_outcome_to(request.future))
+            continue
+        if txn is not None:
+            first[txn] = request
+        remaining.append(request)
+    return remaining
 
 
 def _copy_outcome_to(target: asyncio.Future[Event]) -> Callable[[asyncio.Future[Event]], None]:

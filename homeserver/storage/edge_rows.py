@@ -1,37 +1,42 @@
-"""The DAG's edges of a batch of events, one statement per table.
+"""The DAG's edges of a batch of events, as the column arrays the persist statement unnests.
 
 Tables (schema/0002_rooms_events.sql): `event_edges` (prev events) and `event_auth_edges`
-(auth events). `INSERT … SELECT … FROM unnest(…)` sends every row of a table in one statement,
-which costs PostgreSQL a fraction of one INSERT per row: a remote join writes about four edges
-per state event (S2S "Joining Rooms": thousands of state events).
+(auth events). `INSERT … SELECT … FROM unnest(…)` sends every row of a table at once, which
+costs PostgreSQL a fraction of one INSERT per row: a remote join writes about four edges per
+state event (S2S "Joining Rooms": thousands of state events). The statement is
+homeserver/storage/persist_rows.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import asyncpg
+from dataclasses import dataclass
 
 from homeserver.storage.event_rows import EventToPersist
 
 
-async def insert_edges(conn: asyncpg.Connection, events: Sequence[EventToPersist]) -> None:
-    """Each event's prev_events and auth_events edges (repeats are ignored)."""
-    prev_from = [p.event.event_id for p in events for _ in p.event.prev_event_ids]
-    prev_to = [prev for p in events for prev in p.event.prev_event_ids]
-    if prev_from:
-        await conn.execute(
-            "INSERT INTO event_edges (event_id, prev_event_id)"
-            " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            prev_from,
-            prev_to,
-        )
-    auth_from = [p.event.event_id for p in events for _ in p.event.auth_event_ids]
-    auth_to = [auth for p in events for auth in p.event.auth_event_ids]
-    if auth_from:
-        await conn.execute(
-            "INSERT INTO event_auth_edges (event_id, auth_event_id)"
-            " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            auth_from,
-            auth_to,
-        )
+@dataclass(frozen=True, slots=True)
+class EdgeArrays:
+    """`prev_from[i] → prev_to[i]` and `auth_from[i] → auth_to[i]`, one entry per edge."""
+
+    prev_from: list[str]
+    prev_to: list[str]
+    auth_from: list[str]
+    auth_to: list[str]
+
+
+def edge_arrays(events: Sequence[EventToPersist]) -> EdgeArrays:
+    """Each event's prev_events and auth_events edges (the statement ignores repeats)."""
+    prev_from: list[str] = []
+    prev_to: list[str] = []
+    auth_from: list[str] = []
+    auth_to: list[str] = []
+    for p in events:
+        event_id = p.event.event_id
+        for prev in p.event.prev_event_ids:
+            prev_from.append(event_id)
+            prev_to.append(prev)
+        for auth in p.event.auth_event_ids:
+            auth_from.append(event_id)
+            auth_to.append(auth)
+    return EdgeArrays(prev_from, prev_to, auth_from, auth_to)

@@ -9,13 +9,13 @@ homeserver/storage/event_rows.py.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import asyncio
+from collections.abc import Collection, Iterable
 from typing import Final, Literal
 
 import asyncpg
 
 from federation.pdu import Event
-from homeserver.storage import edge_rows
 from homeserver.storage import relations as relations_tables
 from homeserver.storage import rooms as rooms_tables
 from homeserver.storage import state as state_tables
@@ -23,17 +23,21 @@ from homeserver.storage.event_rows import (
     EVENT_COLUMNS,
     VISIBLE,
     EventRow,
-    EventToPersist,
     PersistBatch,
-    encode_pdu,
     row_to_event_row,
 )
 
 # Re-exported for homeserver/storage/federation_outbound.py (edited elsewhere right now); new
 # code imports it from homeserver.storage.event_rows.
 from homeserver.storage.event_rows import decode_pdu as decode_pdu
+from homeserver.storage.persist_rows import TransactionIdTaken, execute_persist_core
 
 MEMBER: Final = "m.room.member"
+REDACTION: Final = "m.room.redaction"
+# Stream positions fetched from the sequence at once.
+POSITION_BLOCK: Final = 100
+
+__all__ = ["EventsStore", "TransactionIdTaken", "decode_pdu"]
 
 
 class EventsStore:
@@ -42,6 +46,9 @@ class EventsStore:
     def __init__(self, pool: asyncpg.Pool, server_name: str) -> None:
         self._pool = pool
         self._server_name = server_name
+        # Stream positions taken from the sequence ahead of need, lowest first.
+        self._positions: list[int] = []
+        self._refill = asyncio.Lock()
 
     # --- allocation and the persist transaction -------------------------------------------
 
@@ -58,8 +65,22 @@ class EventsStore:
         return sorted(row["p"]), sorted(row["g"])
 
     async def allocate_stream_positions(self, count: int) -> list[int]:
-        positions, _ = await self.allocate_ids(count, 0)
-        return positions
+        """`count` new stream positions, each above every one handed out before.
+
+        They come from `events_stream_seq` in blocks of at least `POSITION_BLOCK`, so most
+        batches take theirs without a round trip. Positions never used (a failed transaction,
+        a restart with part of a block left) are gaps, which readers never notice
+        (homeserver/services/streams.py). This process is the sequence's only user.
+        """
+        while len(self._positions) < count:  # others may take some during the refill
+            async with self._refill:  # one refill at a time keeps the handed-out order
+                missing = count - len(self._positions)
+                if missing > 0:
+                    fetched, _ = await self.allocate_ids(max(missing, POSITION_BLOCK), 0)
+                    self._positions.extend(fetched)
+        taken = self._positions[:count]
+        del self._positions[:count]
+        return taken
 
     async def allocate_backfill_positions(self, count: int) -> list[int]:
         """Negative stream positions for backfilled events (schema/0010_backfill.sql), most
@@ -73,63 +94,58 @@ class EventsStore:
         return sorted(row["p"])
 
     async def persist(self, batch: PersistBatch) -> None:
-        """Write a batch of events of one room and everything they change, atomically."""
+        """Write a batch of events of one room and everything they change, atomically.
+
+        A batch that changes nothing but the tables of the core statement (plain messages:
+        no state, membership, redaction or relation) is one statement, one round trip
+        (homeserver/storage/persist_rows.py); anything else is one transaction around it.
+        Raises `TransactionIdTaken` (nothing written) when a client transaction ID of the
+        batch is already stored.
+        """
+        accepted = [p for p in batch.events if p.rejection_reason is None]
+        memberships = [
+            (e.event_id, e.room_id, e.state_key, e.sender, e.membership, p.stream_ordering)
+            for p in accepted
+            if (e := p.event).type == MEMBER
+            and e.state_key is not None
+            and e.membership is not None
+        ]
+        out_of_band = [
+            (e.room_id, e.state_key, e.membership, e.event_id, p.stream_ordering)
+            for p in accepted
+            if p.out_of_band_membership
+            and (e := p.event).state_key is not None
+            and e.membership is not None
+        ]
+        timeline = [p.event for p in accepted if not p.outlier]
+        plain = not (
+            batch.new_room is not None
+            or batch.state_groups
+            or batch.current_state
+            or batch.redactions_applied
+            or memberships
+            or out_of_band
+            or any(p.event.type == REDACTION for p in accepted)
+            or any(relations_tables.relation_of(e) is not None for e in timeline)
+        )
+        if plain:
+            await execute_persist_core(self._pool, batch)
+            return
         async with self._pool.acquire() as conn, conn.transaction():
             if batch.new_room is not None:
                 await rooms_tables.insert_room(conn, batch.new_room)
             await state_tables.insert_state_groups(conn, batch.state_groups)
-            await _insert_events(conn, batch.events)
-            await edge_rows.insert_edges(conn, batch.events)
-            await state_tables.insert_event_state_groups(
-                conn,
-                (
-                    (p.event.event_id, p.state_group_after, p.state_group_before)
-                    for p in batch.events
-                    if p.state_group_after is not None and p.state_group_before is not None
-                ),
-            )
-            accepted = [p for p in batch.events if p.rejection_reason is None]
-            await rooms_tables.insert_memberships(
-                conn,
-                (
-                    (e.event_id, e.room_id, e.state_key, e.sender, e.membership, p.stream_ordering)
-                    for p in accepted
-                    if (e := p.event).type == MEMBER
-                    and e.state_key is not None
-                    and e.membership is not None
-                ),
-            )
+            await execute_persist_core(conn, batch)
+            await rooms_tables.insert_memberships(conn, memberships)
             await relations_tables.insert_redactions(
                 conn, [p.event for p in accepted], batch.redactions_applied
             )
-            await relations_tables.insert_relations(
-                conn, [p.event for p in accepted if not p.outlier]
-            )
-            await rooms_tables.set_out_of_band_memberships(
-                conn,
-                (
-                    (e.room_id, e.state_key, e.membership, e.event_id, p.stream_ordering)
-                    for p in accepted
-                    if p.out_of_band_membership
-                    and (e := p.event).state_key is not None
-                    and e.membership is not None
-                ),
-            )
-            await rooms_tables.update_forward_extremities(
-                conn, batch.room_id, batch.extremities_removed, batch.extremities_added
-            )
+            await relations_tables.insert_relations(conn, timeline)
+            await rooms_tables.set_out_of_band_memberships(conn, out_of_band)
             if batch.current_state:
                 await rooms_tables.update_current_state(
                     conn, batch.room_id, batch.current_state, self._server_name
                 )
-            await rooms_tables.insert_client_transactions(
-                conn,
-                (
-                    (p.txn, p.txn_response, batch.now_ms)
-                    for p in batch.events
-                    if p.txn is not None and p.txn_response is not None
-                ),
-            )
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -305,31 +321,3 @@ class EventsStore:
         )
         return [row["event_id"] for row in rows]
 
-
-async def _insert_events(conn: asyncpg.Connection, events: Sequence[EventToPersist]) -> None:
-    await conn.executemany(
-        """
-        INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
-            origin_server_ts, json, outlier, soft_failed, rejection_reason, txn_device_id, txn_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-        """,
-        [
-            (
-                p.event.event_id,
-                p.event.room_id,
-                p.stream_ordering,
-                p.event.depth,
-                p.event.type,
-                p.event.state_key,
-                p.event.sender,
-                p.event.origin_server_ts,
-                encode_pdu(p.event.pdu),
-                p.outlier,
-                p.soft_failed,
-                p.rejection_reason,
-                p.txn.device_id if p.txn else None,
-                p.txn.txn_id if p.txn else None,
-            )
-            for p in events
-        ],
-    )

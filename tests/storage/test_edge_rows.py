@@ -1,4 +1,5 @@
-"""The DAG's edges are written one statement per table; repeats and rewrites are ignored."""
+"""The DAG's edges go to PostgreSQL as column arrays in the persist statement; repeated edges
+are stored once."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ import asyncpg
 
 from federation.pdu import Event
 from federation.room_versions import room_version
-from homeserver.storage.edge_rows import insert_edges
-from homeserver.storage.event_rows import EventToPersist
-from tests.federation.builders import make_pdu
+from homeserver.storage.edge_rows import edge_arrays
+from homeserver.storage.event_rows import EventToPersist, PersistBatch
+from homeserver.storage.persist_rows import execute_persist_core
+from tests.federation.builders import DEFAULT_ROOM_ID, make_pdu
 
 V10 = room_version("10")
 
 
-def _event(name: str, prev: list[str], auth: list[str]) -> EventToPersist:
+def _event(name: str, prev: list[str], auth: list[str], position: int) -> EventToPersist:
     pdu = make_pdu(
         V10, f"${name}:test", "m.room.message", "@a:test", prev_events=prev, auth_events=auth
     )
-    return EventToPersist(Event.from_pdu(pdu, V10, event_id=f"${name}:test"), 0)
+    return EventToPersist(Event.from_pdu(pdu, V10, event_id=f"${name}:test"), position)
 
 
 async def _rows(pool: asyncpg.Pool, table: str, column: str) -> set[tuple[str, str]]:
@@ -25,15 +27,29 @@ async def _rows(pool: asyncpg.Pool, table: str, column: str) -> set[tuple[str, s
     return {(r["event_id"], r[column]) for r in rows}
 
 
-async def test_prev_and_auth_edges_of_a_batch_are_stored_once_each(pool: asyncpg.Pool) -> None:
-    events = [
-        _event("b", ["$a:test"], ["$c1:test", "$c2:test"]),
-        _event("c", ["$a:test", "$b:test"], ["$c1:test", "$c1:test"]),
-        _event("d", [], []),
+def test_edge_arrays_pair_each_event_with_each_of_its_edges() -> None:
+    arrays = edge_arrays(
+        [_event("b", ["$a:test"], ["$x:test", "$y:test"], 1), _event("d", [], [], 2)]
+    )
+    assert list(zip(arrays.prev_from, arrays.prev_to, strict=True)) == [("$b:test", "$a:test")]
+    assert list(zip(arrays.auth_from, arrays.auth_to, strict=True)) == [
+        ("$b:test", "$x:test"),
+        ("$b:test", "$y:test"),
     ]
-    async with pool.acquire() as conn:
-        await insert_edges(conn, events)
-        await insert_edges(conn, events[:1])  # written again: nothing changes
+
+
+async def test_prev_and_auth_edges_of_a_batch_are_stored_once_each(pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO rooms (room_id, room_version, created_ts, is_public)"
+        " VALUES ($1, '10', 0, false)",
+        DEFAULT_ROOM_ID,
+    )
+    events = [
+        _event("b", ["$a:test"], ["$c1:test", "$c2:test"], 1),
+        _event("c", ["$a:test", "$b:test"], ["$c1:test", "$c1:test"], 2),
+        _event("d", [], [], 3),
+    ]
+    await execute_persist_core(pool, PersistBatch(DEFAULT_ROOM_ID, events, now_ms=0))
 
     assert await _rows(pool, "event_edges", "prev_event_id") == {
         ("$b:test", "$a:test"),
