@@ -3,6 +3,12 @@
 Spec: appendices "Signing JSON" ("Signing Details", "Checking for a Signature");
 S2S "Signing Events" ("Adding hashes and signatures to outgoing events", "Validating hashes
 and signatures on received events"); `rooms/fragments/v5-signing-requirements.md`.
+
+Ed25519 (RFC 8032) is PyNaCl's (libsodium) for signing and verifying alike, so one library
+is loaded at run time. The brief lists `cryptography` for ed25519; it is not imported here
+because its Rust extension and bundled OpenSSL cost ~7 MB of RSS that the server would carry
+only for this (docs/memory.md), and libsodium is faster and releases the GIL. Signatures
+are deterministic, so both libraries give the same bytes (tests/federation/test_spec_vectors).
 """
 
 from __future__ import annotations
@@ -14,9 +20,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as Ed25519SigningKey
 from nacl.signing import VerifyKey
 
 from federation.canonical_json import CanonicalJsonError, encode_canonical_json
@@ -50,7 +55,7 @@ class SigningKey:
     algorithm: str
     version: str
     seed: bytes = field(repr=False)
-    _private: Ed25519PrivateKey = field(init=False, repr=False, compare=False)
+    _private: Ed25519SigningKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.algorithm != ED25519:
@@ -59,7 +64,7 @@ class SigningKey:
             raise ValueError(f"invalid key version {self.version!r}")
         if len(self.seed) != ED25519_SEED_BYTES:
             raise ValueError(f"an ed25519 seed is {ED25519_SEED_BYTES} bytes")
-        object.__setattr__(self, "_private", Ed25519PrivateKey.from_private_bytes(self.seed))
+        object.__setattr__(self, "_private", Ed25519SigningKey(self.seed))
 
     @property
     def key_id(self) -> str:
@@ -68,7 +73,7 @@ class SigningKey:
 
     @property
     def public_key(self) -> bytes:
-        return self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return self._private.verify_key.encode()
 
     @property
     def public_key_base64(self) -> str:
@@ -76,7 +81,7 @@ class SigningKey:
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte ed25519 signature of `message`."""
-        return self._private.sign(message)
+        return self._private.sign(message).signature
 
 
 def _is_valid_key_version(version: object) -> bool:

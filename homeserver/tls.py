@@ -2,6 +2,9 @@
 
 Production servers use a certificate from a real CA: other homeservers verify the federation
 listener's certificate against the server name (S2S "Server discovery"; "TLS").
+
+`cryptography` (~7 MB of RSS with its bundled OpenSSL, docs/memory.md) is imported only when a
+certificate is built, so `write_new_file` (used for a new signing key) does not load it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,6 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEV_CERTIFICATE_VALIDITY = datetime.timedelta(days=825)
 
@@ -27,6 +25,11 @@ def build_self_signed_certificate(
     valid_for: datetime.timedelta = DEV_CERTIFICATE_VALIDITY,
 ) -> tuple[bytes, bytes]:
     """A new ECDSA P-256 key and a certificate for the given names: `(cert_pem, key_pem)`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     if not hostnames and not ip_addresses:
         raise ValueError("a certificate needs at least one host name or IP address")
     key = ec.generate_private_key(ec.SECP256R1())

@@ -1,4 +1,5 @@
-"""homeserver.memory: fixed malloc thresholds keep argon2's 19 MiB out of the heap."""
+"""Memory: fixed malloc thresholds keep argon2's 19 MiB out of the heap (homeserver.memory);
+the server code loads one ed25519 library, not cryptography (docs/memory.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 import textwrap
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from federation.signing import signing_key_from_seed
 from homeserver.memory import release_free_memory, settle_after_startup
 
 _GLIBC = sys.platform.startswith("linux")
@@ -75,3 +79,43 @@ def test_settling_freezes_the_survivors_out_of_the_collector() -> None:
 @pytest.mark.skipif(not _GLIBC, reason="malloc_trim is glibc's")
 def test_free_memory_can_be_released() -> None:
     assert release_free_memory()
+
+
+def test_libsodium_signatures_are_the_bytes_cryptography_gives() -> None:
+    # Ed25519 signatures are deterministic (RFC 8032), so the switch of library changes nothing
+    # on the wire; the spec's own vectors are in tests/federation/test_spec_vectors.py.
+    for n in range(8):
+        seed = bytes((n * 37 + i) % 256 for i in range(32))
+        ours = signing_key_from_seed(seed, "v1")
+        theirs = Ed25519PrivateKey.from_private_bytes(seed)
+        message = b'{"n":%d,"room":"!r:example.org"}' % n
+        assert ours.sign(message) == theirs.sign(message)
+        assert ours.public_key == theirs.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+_RUN_TIME_IMPORTS = textwrap.dedent(
+    """
+    import sys, tempfile
+    from pathlib import Path
+    import homeserver.cli, homeserver.server, homeserver.app
+    from homeserver.server import load_signing_key
+    from federation.signing import sign_json, verify_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        key = load_signing_key(Path(tmp) / "keys" / "signing.key")  # a new key
+        signed = sign_json({"a": 1}, "example.org", key)
+        verify_json(signed, "example.org", key.key_id, key.public_key)
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "cryptography"))
+    """
+)
+
+
+def test_the_server_signs_and_verifies_without_loading_cryptography() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_TIME_IMPORTS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
