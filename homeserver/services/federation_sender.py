@@ -25,7 +25,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from federation.acl import ServerAcl, is_server_allowed
@@ -55,6 +55,9 @@ STREAM_BATCH: Final = 200
 # this the oldest are dropped (they are stale by then).
 MAX_UNROUTED_ROOM_EDUS: Final = 10_000
 MEMBER: Final = "m.room.member"
+# With nothing to queue, the reader's position is saved at most this often: after a crash it
+# reads (and queues nothing for) at most this much of the stream again.
+POSITION_SAVE_INTERVAL_MS: Final = 1_000
 # A kicked or banned user's server must learn of it, though it has no joined member any more.
 _TARGET_NOTIFIED: Final = frozenset({"leave", "ban"})
 
@@ -83,7 +86,10 @@ class FederationSender:
         limits: QueueLimits | None = None,
         clock_ms: Callable[[], int] = now_ms,
         rand: Callable[[], float] = random.random,
+        joined_members: Callable[[str], Awaitable[Mapping[str, str]]] | None = None,
     ) -> None:
+        """`joined_members(room_id)`: the room's joined users from memory
+        (`RoomStateCache.get_joined_members`); without it they are read from the database."""
         self._store = store
         self._client = client
         self._stream = stream
@@ -99,7 +105,12 @@ class FederationSender:
         # txnIds only need to be unique per destination: start-up time and a counter.
         self._txn_counter = itertools.count(1)
         self._txn_prefix = str(int(time.time() * 1000))
+        self._joined_members = joined_members
+        # Room ID → (the joined members mapping last seen, their servers).
+        self._room_servers: dict[str, tuple[Mapping[str, str], set[str]]] = {}
         self._position = 0
+        self._saved_position = 0
+        self._saved_at_ms = 0
         self._events_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         # Room EDUs waiting to be routed to the room's servers, off the client's request.
@@ -117,7 +128,7 @@ class FederationSender:
         as they were), queued work, backoffs."""
         if not self._enabled:
             return
-        self._position = await self._store.get_stream_position()
+        self._position = self._saved_position = await self._store.get_stream_position()
         for destination, retry in (await self._store.get_backoff_states()).items():
             self._queue(destination, retry)
         for destination, transaction in (await self._store.get_inflight_transactions()).items():
@@ -142,6 +153,9 @@ class FederationSender:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await asyncio.gather(*(queue.close() for queue in self._queues.values()))
+        if self._enabled and self._position > self._saved_position:
+            with contextlib.suppress(Exception):  # only costs a re-read at the next start
+                await self._store.queue_pdus([], self._position)
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -289,7 +303,10 @@ class FederationSender:
             )
             new_position = events[-1].stream_ordering if len(events) == STREAM_BATCH else up_to
             rows = await self._route(events)
-            await self._store.queue_pdus(rows, new_position)
+            now = self._clock_ms()
+            if rows or now - self._saved_at_ms >= POSITION_SAVE_INTERVAL_MS:
+                await self._store.queue_pdus(rows, new_position)
+                self._saved_position, self._saved_at_ms = new_position, now
             self._position = new_position
             for destination in dict.fromkeys(destination for destination, _ in rows):
                 self._queue(destination).wake()
@@ -299,17 +316,25 @@ class FederationSender:
         if not events:
             return []
         room_ids = {event.room_id for event in events}
-        joined = await self._store.get_joined_servers(room_ids)
-        acls = {
-            room_id: ServerAcl.from_content(content)
-            for room_id, content in (await self._store.get_server_acls(room_ids)).items()
-        }
-        rows: list[tuple[str, StreamEvent]] = []
+        joined = await self._joined_servers(room_ids)
+        candidates: list[tuple[StreamEvent, set[str]]] = []
         for event in events:
             destinations = set(joined.get(event.room_id, ()))
             target = _notified_target_server(event)
             if target is not None:
                 destinations.add(target)
+            destinations.discard(self._server_name)
+            if destinations:
+                candidates.append((event, destinations))
+        if not candidates:
+            return []  # rooms of this server's users alone: no ACL to read
+        acl_rooms = {event.room_id for event, _ in candidates}
+        acls = {
+            room_id: ServerAcl.from_content(content)
+            for room_id, content in (await self._store.get_server_acls(acl_rooms)).items()
+        }
+        rows: list[tuple[str, StreamEvent]] = []
+        for event, destinations in candidates:
             # S2S "Server Access Control Lists (ACLs)": a denied server takes no part.
             acl = acls.get(event.room_id)
             rows += [
@@ -318,6 +343,20 @@ class FederationSender:
                 if self._may_send_to(destination) and is_server_allowed(acl, destination)
             ]
         return rows
+
+    async def _joined_servers(self, room_ids: Collection[str]) -> Mapping[str, set[str]]:
+        """Room ID → the servers of its joined members (ours included)."""
+        if self._joined_members is None:
+            return await self._store.get_joined_servers(room_ids)
+        servers: dict[str, set[str]] = {}
+        for room_id in room_ids:
+            members = await self._joined_members(room_id)
+            known = self._room_servers.get(room_id)
+            if known is None or known[0] is not members:  # the cache made a new mapping
+                found = {user_id.partition(":")[2] for user_id in members} - {""}
+                known = self._room_servers[room_id] = (members, found)
+            servers[room_id] = known[1]
+        return servers
 
     # --- queues ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +233,7 @@ async def running_sender(
     backoff: Backoff = FAST_BACKOFF,
     limits: QueueLimits | None = None,
     store: FederationOutboundStore | None = None,
+    joined_members: Callable[[str], Awaitable[Mapping[str, str]]] | None = None,
 ) -> AsyncIterator[FederationSender]:
     sender = FederationSender(
         store=store or FederationOutboundStore(pool),
@@ -243,6 +244,7 @@ async def running_sender(
         enabled=enabled,
         backoff=backoff,
         limits=limits,
+        joined_members=joined_members,
     )
     h.pipeline.add_persisted_hook(sender.on_events_persisted)
     await sender.start()
