@@ -4,16 +4,22 @@ the server code loads one ed25519 library, not cryptography (docs/memory.md)."""
 from __future__ import annotations
 
 import gc
+import ssl
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from federation.signing import signing_key_from_seed
 from homeserver.memory import release_free_memory, settle_after_startup
+from homeserver.remote.factory import tls_setting
+from homeserver.tls import build_self_signed_certificate
 
 _GLIBC = sys.platform.startswith("linux")
 
@@ -119,3 +125,34 @@ def test_the_server_signs_and_verifies_without_loading_cryptography() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+async def test_verify_tls_uses_a_verifying_context_without_building_another(
+    tmp_path: Path,
+) -> None:
+    # tls_setting(True) hands aiohttp True, its own verifying context (the system's trust
+    # store): a self-signed certificate is refused; verify_tls false accepts it.
+    cert_pem, key_pem = build_self_signed_certificate(["localhost"], ["127.0.0.1"])
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    app = web.Application()
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        assert tls_setting(True) is True
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(f"https://127.0.0.1:{port}/", ssl=tls_setting(True))
+            async with session.get(f"https://127.0.0.1:{port}/", ssl=tls_setting(False)) as r:
+                assert await r.text() == "hello"
+    finally:
+        await runner.cleanup()
