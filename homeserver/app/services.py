@@ -19,9 +19,10 @@ from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.e2e_setup import E2eeServices
-from homeserver.services.event_pipeline import EventPipeline
+from homeserver.services.event_pipeline import EventPipeline, now_ms
 from homeserver.services.federation_backfill import RemoteBackfiller
 from homeserver.services.federation_ephemeral import EphemeralForwarder
+from homeserver.services.federation_promote import OutlierPromoter
 from homeserver.services.federation_queue import Backoff
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
@@ -375,6 +376,19 @@ async def build_dependencies(
             device_lists=e2ee.device_lists,
             remote_keys=e2ee.remote_keys,
             presence=presence.edu_sink if presence is not None else None,
+        )
+        # Outliers received again through /send join the timeline (S2S receipt checks).
+        inbound.receiver.set_promoter(
+            OutlierPromoter(
+                outliers=OutlierStore(pool),
+                events=engine.events,
+                cache=engine.state,
+                pipeline=engine.pipeline,
+                notifier=engine.notifier,
+                tracker=engine.tracker,
+                server_name=config.server_name,
+                clock=now_ms,
+            )
         )
         # Local users' typing and read receipts go to the other servers in the room.
         EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)

@@ -13,6 +13,10 @@ Rejected and soft-failed events are stored too ("Rejection", "Soft failure"), th
 `EventPipeline.persist_remote_event(s)`. An event whose auth events or prior state cannot be
 had is not stored at all, and the sender is told why; it may send it again.
 
+An event we hold only as an outlier that arrives again (through `/send` or
+`/get_missing_events`) goes through steps 4–6 too and, unless rejected, becomes part of the
+timeline (homeserver/services/federation_promote.py).
+
 Events of one room are received one at a time (a lock per room), so each sees the state its
 predecessor left. The PDUs of one room in one transaction are decided one by one against an
 open batch and committed together (homeserver/services/federation_inbound_batch.py).
@@ -36,6 +40,7 @@ from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_access import server_acl_allows
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
 from homeserver.services.federation_fetch import FetchFailed, RemoteRoomFetcher
+from homeserver.services.federation_promote import OutlierPromoter
 from homeserver.services.federation_verdicts import (
     EventNotProcessed,
     Known,
@@ -83,6 +88,17 @@ class PduReceiver:
         # event ID → rejected, for stored events: auth events are then read from the event
         # cache instead of the database.
         self._rejected: LruCache[str, bool] = LruCache(REJECTION_CACHE_SIZE)
+        # Without it, an outlier received again is left as it is.
+        self._promoter: OutlierPromoter | None = None
+
+    def set_promoter(self, promoter: OutlierPromoter) -> None:
+        self._promoter = promoter
+
+    async def held_as_outliers(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of these stored events are outliers that may become timeline events."""
+        if self._promoter is None:
+            return set()
+        return await self._promoter.held_as_outliers(list(event_ids))
 
     @property
     def cache(self) -> RoomStateCache:
@@ -142,7 +158,9 @@ class PduReceiver:
         """Steps 4–6 and storing, for an event that passed steps 1–3, on its own (what it
         lacks is fetched when `fetch_missing`); the caller holds `room_lock`."""
         if await self._events.have_events([event.event_id]):
-            return PduResult(event.event_id)  # seen before: nothing to do
+            if await self.held_as_outliers([event.event_id]):
+                await self._promote(origin, event)
+            return PduResult(event.event_id)  # seen before: nothing more to do
         if event.type == CREATE:
             raise DroppedPdu("a room's m.room.create event cannot be sent into it")
         verdict = await self.decide(origin, event, fetch_missing=fetch_missing)
@@ -155,6 +173,24 @@ class PduReceiver:
         self.remember_stored({event.event_id: verdict.rejected_reason is not None})
         error = verdict.rejected_reason
         return PduResult(event.event_id, None if error is None else f"rejected: {error}")
+
+    async def _promote(self, origin: str, event: Event) -> None:
+        """An outlier received again: steps 4–6 give the state before it, and it joins the
+        timeline unless rejected. It is held either way, so failing here is no error for the
+        sender."""
+        assert self._promoter is not None
+        # Only with its prev events in the timeline: then the state before it is known here.
+        # One whose prev events we lack (room state from before our join) stays an outlier.
+        groups = await self._cache.get_state_groups_for_events(event.prev_event_ids)
+        if any(p not in groups for p in event.prev_event_ids):
+            logger.info("outlier %s stays an outlier: prev events unknown", event.event_id)
+            return
+        try:
+            verdict = await self.decide(origin, event, fetch_missing=False)
+        except EventNotProcessed as exc:
+            logger.info("outlier %s stays an outlier: %s", event.event_id, exc)
+            return
+        await self._promoter.promote(event, verdict, self.resolve_states)
 
     async def decide(self, origin: str, event: Event, *, fetch_missing: bool) -> Verdict:
         """Steps 4–6 for an event that passed steps 1–3; the caller holds `room_lock`.

@@ -165,12 +165,18 @@ async def _run_segment(
     segment = _Segment(next_index=start)
     rest = todo[start:]
     stored = await receiver.events.have_events(item.event_id for item in rest)
+    # Outliers received again take the path of their own (they may join the timeline).
+    outliers = await receiver.held_as_outliers(stored) if stored else set()
     fresh = [item.event_id for item in rest if item.event_id not in stored]
     current: _Pdu | None = None
     try:
         async with receiver.pipeline.remote_batch(room_id, room_version, fresh) as batch:
             for item in rest:
                 current = item
+                if item.event_id in outliers:
+                    segment.alone = item
+                    segment.next_index += 1
+                    break
                 if item.event_id in stored or item.event_id in batch:
                     results[item.index] = PduResult(item.event_id)  # seen before
                 elif event := await _check(keyring, room_version, item, results):

@@ -9,7 +9,9 @@ a timeline event: it gets a stream position and its state groups, like any other
 
 The insert path of homeserver/storage/events.py refuses an event already stored, so an
 outlier is promoted here instead, in one database transaction: new state groups, the event's
-flag, position and state groups, its relations, and its membership row's position.
+flag, position and state groups, its relations, and its membership row's position. One that
+arrives as a new event of the room (`/send`, `/get_missing_events`) may also move the room's
+forward extremities and current state (`promote_to_timeline`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncpg
 
 from federation.pdu import Event
 from homeserver.storage import relations as relations_tables
+from homeserver.storage import rooms as rooms_tables
 from homeserver.storage import state as state_tables
 from homeserver.storage.state import NewStateGroup
 
@@ -33,6 +36,17 @@ class Promotion:
     stream_ordering: int
     state_group_before: int
     state_group_after: int
+    # S2S "Soft failure": part of the DAG, never shown to clients nor made an extremity.
+    soft_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomAdvance:
+    """How a promoted event moves the room on (GUIDE.md: forward extremities, current state)."""
+
+    extremities_removed: Collection[str]
+    extremities_added: Collection[str]
+    current_state: rooms_tables.CurrentStateDelta
 
 
 class OutlierStore:
@@ -59,6 +73,30 @@ class OutlierStore:
         async with self._pool.acquire() as conn, conn.transaction():
             return await _promote(conn, promotions, groups)
 
+    async def promote_to_timeline(
+        self,
+        promotion: Promotion,
+        groups: Sequence[NewStateGroup],
+        advance: RoomAdvance | None,
+        server_name: str,
+    ) -> bool:
+        """`promote_outliers` for one event received as a new event of its room, with the
+        room's extremities and current state moved by `advance`, in the same transaction.
+        False (nothing written) if it is no longer an outlier."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await _promote(conn, [promotion], groups):
+                return False
+            if advance is not None:
+                room_id = promotion.event.room_id
+                await rooms_tables.update_forward_extremities(
+                    conn, room_id, advance.extremities_removed, advance.extremities_added
+                )
+                if advance.current_state:
+                    await rooms_tables.update_current_state(
+                        conn, room_id, advance.current_state, server_name
+                    )
+            return True
+
 
 async def _ids_where(pool: asyncpg.Pool, event_ids: Collection[str], condition: str) -> set[str]:
     rows = await pool.fetch(
@@ -73,11 +111,14 @@ async def _promote(
 ) -> list[str]:
     await state_tables.insert_state_groups(conn, groups)
     promoted = await conn.fetch(
-        "UPDATE events e SET outlier = FALSE, stream_ordering = p.stream_ordering"
-        " FROM unnest($1::text[], $2::bigint[]) AS p (event_id, stream_ordering)"
+        "UPDATE events e SET outlier = FALSE, stream_ordering = p.stream_ordering,"
+        " soft_failed = p.soft_failed"
+        " FROM unnest($1::text[], $2::bigint[], $3::boolean[])"
+        " AS p (event_id, stream_ordering, soft_failed)"
         " WHERE e.event_id = p.event_id AND e.outlier RETURNING e.event_id",
         [p.event.event_id for p in promotions],
         [p.stream_ordering for p in promotions],
+        [p.soft_failed for p in promotions],
     )
     done = {row["event_id"] for row in promoted}
     chosen = [p for p in promotions if p.event.event_id in done]
