@@ -126,6 +126,10 @@ class Authenticator:
         return cached.requester
 
     async def _load(self, digest: bytes, now: int) -> _Cached:
+        # A token answered from memory before keeps its last write of "last seen", so the
+        # device is written at most once per `_LAST_SEEN_INTERVAL_MS`, not once per reload.
+        previous = self._cache.get(digest)
+        last_seen_written = previous.last_seen_written if previous is not None else 0
         self._drop(digest)
         info = await accounts.get_access_token(self._pool, digest)
         if info is None or info.deactivated:
@@ -142,7 +146,7 @@ class Authenticator:
             is_guest=info.is_guest,
             access_token_id=info.token_id,
         )
-        cached = _Cached(requester, info.expires_ts, now + _CACHE_TTL_MS, last_seen_written=0)
+        cached = _Cached(requester, info.expires_ts, now + _CACHE_TTL_MS, last_seen_written)
         self._cache[digest] = cached
         self._by_user.setdefault(info.user_id, set()).add(digest)
         while len(self._cache) > _CACHE_MAX_ENTRIES:
