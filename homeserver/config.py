@@ -239,6 +239,13 @@ class SupportConfig(_Section):
     support_page: StrictStr | None = None
 
 
+class CachesConfig(_Section):
+    """In-memory caches (memory per entry: docs/memory.md)."""
+
+    # Parsed events kept by RoomStateCache (~2 KB each); 0 reads every event from the database.
+    event_cache_size: StrictInt = Field(default=10_000, ge=0)
+
+
 class OldVerifyKey(_Section):
     """A retired signing key, published in `old_verify_keys` of /_matrix/key/v2/server."""
 
@@ -268,6 +275,7 @@ class Config(_Section):
     pushers: PushersConfig = Field(default_factory=PushersConfig)
     voip: VoipConfig = Field(default_factory=VoipConfig)
     support: SupportConfig = Field(default_factory=SupportConfig)
+    caches: CachesConfig = Field(default_factory=CachesConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_room_version: str = "11"
     public_baseurl: StrictStr | None = None  # the client API's public URL, for .well-known

@@ -8,7 +8,9 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
@@ -16,10 +18,19 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from federation.pdu import Event
+from federation.room_versions import room_version
 from federation.signing import signing_key_from_seed
+from homeserver.config import ConfigError, parse_config
 from homeserver.memory import release_free_memory, settle_after_startup
 from homeserver.remote.factory import tls_setting
+from homeserver.services.state import RoomStateCache
+from homeserver.storage.event_rows import EventRow
+from homeserver.storage.events import EventsStore
+from homeserver.storage.rooms import RoomsStore
+from homeserver.storage.state import StateStore
 from homeserver.tls import build_self_signed_certificate
+from tests.federation.builders import make_event
 
 _GLIBC = sys.platform.startswith("linux")
 
@@ -138,6 +149,7 @@ async def test_verify_tls_uses_a_verifying_context_without_building_another(
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
     app = web.Application()
+
     async def hello(_request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
@@ -156,3 +168,48 @@ async def test_verify_tls_uses_a_verifying_context_without_building_another(
                 assert await r.text() == "hello"
     finally:
         await runner.cleanup()
+
+
+def test_event_cache_size_is_a_config_key() -> None:
+    assert parse_config({"server_name": "example.org"}).caches.event_cache_size == 10_000
+    config = parse_config({"server_name": "example.org", "caches": {"event_cache_size": 500}})
+    assert config.caches.event_cache_size == 500
+    with pytest.raises(ConfigError, match="event_cache_size"):
+        parse_config({"server_name": "example.org", "caches": {"event_cache_size": -1}})
+
+
+class _CountingEvents:
+    """The one EventsStore read RoomStateCache.get_events makes, counted."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.stored: dict[str, Event] = {event.event_id: event for event in events}
+        self.reads: list[list[str]] = []
+
+    async def get_event_rows(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        wanted = list(event_ids)
+        self.reads.append(wanted)
+        return {
+            eid: EventRow(self.stored[eid], 1, False, False, None, None, None, None)
+            for eid in wanted
+            if eid in self.stored
+        }
+
+
+async def test_the_event_cache_keeps_at_most_its_configured_size() -> None:
+    version = room_version("11")
+    events = [
+        make_event(version, f"$e{n}", "m.room.message", "@a:test", room_id="!r:test")
+        for n in range(3)
+    ]
+    store = _CountingEvents(events)
+    cache = RoomStateCache(
+        cast(EventsStore, store),
+        cast(RoomsStore, None),
+        cast(StateStore, None),
+        event_cache_size=2,
+    )
+    cache.cache_events(events)
+    assert set(await cache.get_events(["$e1", "$e2"])) == {"$e1", "$e2"}
+    assert store.reads == []
+    assert set(await cache.get_events(["$e0"])) == {"$e0"}  # the oldest was dropped
+    assert store.reads == [["$e0"]]
