@@ -10,7 +10,10 @@ How an event travels (GUIDE.md "Outbound federation"):
    `StreamTracker.current_position`, so none is skipped), works out each event's destinations
    (servers with joined members now, plus the target's server of a kick or ban; never us, never
    a server our config or the room's ACL excludes) and queues them in `federation_outbox`,
-   moving its position in the same database transaction: a crash loses nothing.
+   moving its position in the same database transaction: a crash loses nothing. Events that
+   go nowhere (rooms of our users alone, by the joined members in memory) need no write: the
+   position is then saved at most once a second and on close, so a crash only makes the next
+   start read (and route) that last second again.
 3. Each destination's queue (homeserver/services/federation_queue.py) sends its rows oldest
    first and deletes them once acknowledged, so a destination that was down gets every event
    it missed when it is back (catch-up).
