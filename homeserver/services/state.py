@@ -24,6 +24,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MEMBER: Final = "m.room.member"
+# Parsed events kept (config `caches.event_cache_size`); ~2–2.7 KB each (docs/memory.md).
 DEFAULT_EVENT_CACHE_SIZE: Final = 10_000
 DEFAULT_STATE_GROUP_CACHE_SIZE: Final = 256
 
