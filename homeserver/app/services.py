@@ -115,7 +115,9 @@ class RoomEngine:
         events = EventsStore(pool, config.server_name)
         rooms = RoomsStore(pool)
         state_store = StateStore(pool)
-        state = RoomStateCache(events, rooms, state_store)
+        state = RoomStateCache(
+            events, rooms, state_store, event_cache_size=config.caches.event_cache_size
+        )
         # Stream positions live in the database, so /sync tokens survive restarts.
         tracker = StreamTracker("events", await events.get_max_stream_ordering())
         notifier = Notifier(tracker)
