@@ -462,6 +462,7 @@ async def start_federation_sender(
             initial_ms=int(config.federation.retry_initial * 1000),
             max_ms=int(config.federation.retry_max * 1000),
         ),
+        joined_members=engine.state.get_joined_members,
     )
     await sender.start()
     engine.pipeline.add_persisted_hook(sender.on_events_persisted)
