@@ -10,6 +10,12 @@ that starts below it is unknown (`None`) and the caller reads the database inste
 Rows carry what the timeline needs besides the event: the transaction ID of the sending device
 (C-S "Transaction identifiers") and the redaction that applies to the event (C-S "Redactions"),
 updated when a later batch applies a redaction to an event still kept here.
+
+Memory: rows hold the `Event` objects themselves (2–2.7 KB each, docs/memory.md), which stay
+alive here after the event cache drops them, so the store keeps at most `max_events` events in
+all rooms together. Past that, the least recently written rooms lose all their rows: such a
+room stays known, covered from its newest dropped event on, so a woken /sync can still learn
+from memory that it has had nothing since, while a range reaching below it goes to the database.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from typing import Final
 from federation.pdu import Event
 from homeserver.storage.event_rows import EventRow, EventToPersist, PersistBatch
 
-# Events kept per room, and rooms kept (least recently written dropped first).
+# Events kept per room, rooms kept (least recently written dropped first), and events kept in
+# all rooms together (least recently written rooms emptied first): ~20–27 MB when full.
 EVENTS_PER_ROOM: Final = 100
 MAX_ROOMS: Final = 2_000
+MAX_EVENTS: Final = 10_000
 CREATE: Final = "m.room.create"
 
 
@@ -44,11 +52,21 @@ class RecentEvents:
         *,
         events_per_room: int = EVENTS_PER_ROOM,
         max_rooms: int = MAX_ROOMS,
+        max_events: int = MAX_EVENTS,
     ) -> None:
         self._current_position = current_position
         self._per_room = events_per_room
         self._max_rooms = max_rooms
+        self._max_events = max_events
         self._rooms: OrderedDict[str, _RoomEvents] = OrderedDict()
+        # The rooms that hold rows, least recently written first, and their rows in all.
+        self._holding: OrderedDict[str, _RoomEvents] = OrderedDict()
+        self._total = 0
+
+    @property
+    def event_count(self) -> int:
+        """Events kept in all rooms."""
+        return self._total
 
     def record(self, batch: PersistBatch) -> None:
         """A batch was committed (called before the tracker passes its positions)."""
@@ -65,19 +83,37 @@ class RecentEvents:
             room = _RoomEvents(covered_from=0 if starts_room else self._current_position())
             self._rooms[batch.room_id] = room
             if len(self._rooms) > self._max_rooms:
-                self._rooms.popitem(last=False)
+                forgotten_id, forgotten = self._rooms.popitem(last=False)
+                if self._holding.pop(forgotten_id, None) is not None:
+                    self._total -= len(forgotten.rows)
         else:
             self._rooms.move_to_end(batch.room_id)
+        kept_before = len(room.rows)
         applied = batch.redactions_applied
         for item in batch.events:
             if item.visible_to_clients and item.stream_ordering > room.covered_from:
                 _insert(room, _row(item, applied.get(item.event.event_id)))
         if applied:
             _mark_redacted(room, applied)
-        while len(room.rows) > self._per_room:
-            dropped = room.rows.pop(0)
-            room.positions.pop(0)
-            room.covered_from = dropped.stream_ordering
+        _drop_oldest(room, len(room.rows) - self._per_room)
+        self._total += len(room.rows) - kept_before
+        if room.rows:
+            self._holding[batch.room_id] = room
+            self._holding.move_to_end(batch.room_id)
+        self._keep_within_budget()
+
+    def _keep_within_budget(self) -> None:
+        """Empty the least recently written rooms while more than `max_events` are kept; the
+        room just written, when it is the last one holding rows, loses its oldest rows only."""
+        while self._total > self._max_events:
+            room_id, room = next(iter(self._holding.items()))
+            count = len(room.rows)
+            if len(self._holding) == 1:
+                count = self._total - self._max_events
+            _drop_oldest(room, count)
+            self._total -= count
+            if not room.rows:
+                del self._holding[room_id]
 
     def events_in_range(
         self, room_id: str, lower: int, upper: int, limit: int
@@ -124,6 +160,15 @@ def _row(item: EventToPersist, redacted_because: str | None) -> EventRow:
         txn_device_id=txn.device_id if txn is not None else None,
         txn_id=txn.txn_id if txn is not None else None,
     )
+
+
+def _drop_oldest(room: _RoomEvents, count: int) -> None:
+    """Forget the room's `count` oldest rows; it stays covered only after the newest of them."""
+    if count <= 0:
+        return
+    room.covered_from = room.rows[count - 1].stream_ordering
+    del room.rows[:count]
+    del room.positions[:count]
 
 
 def _insert(room: _RoomEvents, row: EventRow) -> None:

@@ -120,3 +120,65 @@ def test_positions_of_committed_events() -> None:
     a, b = message("a"), message("b")
     recent.record(batch(item(a, 7)))
     assert recent.positions_of([a, b]) == {"$a:test": 7}
+
+
+def room_batch(room_id: str, first: int, count: int) -> PersistBatch:
+    events = [
+        item(
+            make_event(V11, f"${room_id}-{n}", "m.room.message", "@alice:test", room_id=room_id),
+            n,
+        )
+        for n in range(first, first + count)
+    ]
+    return PersistBatch(room_id, events, now_ms=0)
+
+
+def test_total_event_budget_is_respected_across_rooms() -> None:
+    recent = RecentEvents(lambda: 0, events_per_room=10, max_events=25)
+    position = 1
+    for index in range(8):
+        recent.record(room_batch(f"!r{index}:test", position, 7))
+        position += 7
+        assert recent.event_count <= 25
+    # The three most recently written rooms keep all their events; older ones were emptied.
+    kept = [recent.events_in_range(f"!r{i}:test", 0, position, 100) for i in range(8)]
+    assert [len(rows) if rows is not None else None for rows in kept[5:]] == [7, 7, 7]
+    assert recent.event_count == 21
+
+
+def test_emptied_room_falls_back_below_its_dropped_events_but_knows_it_is_quiet() -> None:
+    recent = RecentEvents(lambda: 0, max_events=3)
+    recent.record(room_batch("!old:test", 1, 3))
+    recent.record(room_batch("!new:test", 4, 2))
+    # !old:test lost its events: any range reaching below its newest dropped event is unknown.
+    assert recent.events_in_range("!old:test", 0, 5, 10) is None
+    assert recent.events_in_range("!old:test", 2, 5, 10) is None
+    assert recent.has_events("!old:test", 0, 5) is None
+    # After it, nothing was written to it, and that is still known from memory.
+    assert recent.events_in_range("!old:test", 3, 5, 10) == []
+    assert recent.has_events("!old:test", 3, 5) is False
+    rows = recent.events_in_range("!new:test", 3, 5, 10)
+    assert rows is not None and [r.stream_ordering for r in rows] == [4, 5]
+
+
+def test_single_room_over_budget_keeps_its_newest_events() -> None:
+    recent = RecentEvents(lambda: 0, max_events=2)
+    recent.record(room_batch(ROOM, 1, 5))
+    assert recent.event_count == 2
+    assert recent.events_in_range(ROOM, 3, 5, 10) is not None
+    assert recent.events_in_range(ROOM, 2, 5, 10) is None
+    # Writing again continues from where coverage now starts.
+    recent.record(room_batch(ROOM, 6, 1))
+    rows = recent.events_in_range(ROOM, 4, 6, 10)
+    assert rows is not None and [r.stream_ordering for r in rows] == [5, 6]
+    assert recent.events_in_range(ROOM, 3, 6, 10) is None
+
+
+def test_forgotten_room_frees_its_share_of_the_budget() -> None:
+    recent = RecentEvents(lambda: 0, max_rooms=1, max_events=5)
+    recent.record(room_batch("!a:test", 1, 4))
+    recent.record(room_batch("!b:test", 5, 4))
+    assert recent.event_count == 4
+    assert recent.events_in_range("!a:test", 0, 8, 10) is None
+    rows = recent.events_in_range("!b:test", 4, 8, 10)
+    assert rows is not None and len(rows) == 4
