@@ -11,23 +11,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from federation.pdu import Event
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.filters import Filter, event_matches, room_allowed
-from homeserver.services.ignored_users import invite_hidden
 from homeserver.services.push import PushService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.state import RoomStateCache
+from homeserver.services.sync_concurrency import concurrently, gather_limited
 from homeserver.services.sync_e2ee import E2eeSyncSection, empty_section, has_device_list_changes
 from homeserver.services.sync_ephemeral import EphemeralSyncSection
-from homeserver.services.sync_events import format_events
 from homeserver.services.sync_presence import PresenceSyncSection
 from homeserver.services.sync_recent import RecentEvents
-from homeserver.services.sync_rooms import RoomRange, RoomSyncBuilder
+from homeserver.services.sync_room_sections import RoomSections
+from homeserver.services.sync_rooms import RoomSyncBuilder
 from homeserver.services.sync_streams import SyncStreams
 from homeserver.services.sync_to_device import ToDeviceSyncSection
 from homeserver.services.sync_token import SyncToken
@@ -41,8 +40,6 @@ from homeserver.storage.sync_data import GLOBAL, AccountDataRow, SyncDataStore
 MAX_TIMEOUT_MS: Final = 5 * 60_000
 # Users whose memberships are kept between /sync requests (least recently used dropped).
 MEMBERSHIP_CACHE_SIZE: Final = 10_000
-# Rooms of one response built at the same time (each takes a pooled connection per query).
-ROOM_CONCURRENCY: Final = 8
 
 
 def _now_ms() -> int:
@@ -83,6 +80,9 @@ class SyncService:
         self._store = store
         self._push_store = push_store
         self._builder = builder
+        self._sections = RoomSections(
+            builder=builder, store=store, state=state, push=push, clock=clock
+        )
         self._ephemeral = EphemeralSyncSection(typing, receipts)
         self._to_device = ToDeviceSyncSection(store)
         self._account_data = account_data
@@ -180,7 +180,7 @@ class SyncService:
             (to_device, to_device_at),
             e2ee,
             presence,
-        ) = await _concurrently(
+        ) = await concurrently(
             self._rooms_sections(request, since, now, all_memberships),
             self._to_device.section(request.user_id, request.device_id, since, now),
             self._e2ee(request, since, now, all_memberships),
@@ -250,7 +250,7 @@ class SyncService:
         ]
         sections: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
         joined = [m for m in memberships if m.membership == "join"]
-        ephemeral, account_rows, with_events = await _concurrently(
+        ephemeral, account_rows, with_events = await concurrently(
             self._ephemeral.section(
                 user_id, room_filter.ephemeral, [m.room_id for m in joined], since, now
             ),
@@ -277,9 +277,9 @@ class SyncService:
             or m.room_id in ephemeral
             or m.room_id in room_account_data
         ]
-        bodies = await _gather_limited(
+        bodies = await gather_limited(
             [
-                self._joined_room(
+                self._sections.joined_room(
                     request,
                     m,
                     since,
@@ -292,20 +292,16 @@ class SyncService:
         )
         for m, body in zip(included, bodies, strict=True):
             sections["join"][m.room_id] = body
-        await self._add_unread_counts(user_id, sections["join"])
+        await self._sections.add_unread_counts(user_id, sections["join"])
         for m in memberships:
             if m.membership == "join" or (since is not None and m.stream_ordering <= since.events):
                 continue
             if m.membership in ("invite", "knock"):
-                key = "invite_state" if m.membership == "invite" else "knock_state"
-                member_event = await self._membership_event(m)
-                if member_event is not None and await self._invite_hidden(user_id, member_event):
-                    continue  # C-S "Ignoring Users": no invites from ignored users
-                if member_event is not None:
-                    events = await self._builder.stripped_room_state(member_event)
-                    sections[m.membership][m.room_id] = {key: {"events": events}}
+                stripped = await self._sections.stripped_room(user_id, m)
+                if stripped is not None:
+                    sections[m.membership][m.room_id] = stripped
             elif since is not None or room_filter.include_leave:
-                sections["leave"][m.room_id] = await self._left_room(
+                sections["leave"][m.room_id] = await self._sections.left_room(
                     request, m, since, room_account_data.get(m.room_id, [])
                 )
         return sections, global_account_data
@@ -339,140 +335,3 @@ class SyncService:
         return await self._events.get_room_ids_with_events_between(
             room_ids, since.events if since else 0, now.events
         )
-
-    async def _joined_room(
-        self,
-        request: SyncRequest,
-        m: Membership,
-        since: SyncToken | None,
-        now: SyncToken,
-        ephemeral: list[dict[str, Any]],
-        account_data: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        new_to_client = since is None or (
-            m.stream_ordering > since.events
-            and await self._store.get_membership_at(m.room_id, request.user_id, since.events)
-            != "join"
-        )
-        rng = RoomRange(
-            room_id=m.room_id,
-            user_id=request.user_id,
-            device_id=request.device_id,
-            since=None if new_to_client or since is None else since.events,
-            until=now.events,
-            full_state=request.full_state,
-            membership_position=m.stream_ordering,
-            joined=True,
-        )
-        summary = await self._builder.summary(m.room_id, request.user_id) if new_to_client else None
-        heroes = summary.get("m.heroes", ()) if summary else ()
-        snapshot = await self._builder.room(rng, request.sync_filter, heroes)
-        room: dict[str, Any] = self._room_body(request, snapshot.timeline, snapshot.state)
-        room["ephemeral"] = {"events": ephemeral}
-        room["account_data"] = {"events": account_data}
-        has_members = any(
-            v.event.type == "m.room.member" for v in [*snapshot.timeline.events, *snapshot.state]
-        )
-        if summary is None and has_members:  # membership may have changed: fresh counts
-            summary = await self._builder.summary(m.room_id, request.user_id)
-        if summary is not None:
-            room["summary"] = summary
-        return room
-
-    async def _left_room(
-        self,
-        request: SyncRequest,
-        m: Membership,
-        since: SyncToken | None,
-        account_data: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        rng = RoomRange(
-            room_id=m.room_id,
-            user_id=request.user_id,
-            device_id=request.device_id,
-            since=since.events if since is not None else None,
-            until=m.stream_ordering,
-            full_state=request.full_state,
-            membership_position=m.stream_ordering,
-            joined=False,
-        )
-        snapshot = await self._builder.room(rng, request.sync_filter)
-        room = self._room_body(request, snapshot.timeline, snapshot.state)
-        room["account_data"] = {"events": account_data}
-        return room
-
-    def _room_body(self, request: SyncRequest, timeline: Any, state: Any) -> dict[str, Any]:
-        now_ms = self._clock()
-        return {
-            "timeline": {
-                "events": format_events(timeline.events, request.sync_filter, now_ms),
-                "limited": timeline.limited,
-                "prev_batch": timeline.prev_batch,
-            },
-            "state": {"events": format_events(state, request.sync_filter, now_ms)},
-        }
-
-    async def _invite_hidden(self, user_id: str, member_event: Event) -> bool:
-        ignored = self._builder.ignored
-        return ignored is not None and invite_hidden(
-            member_event, await ignored.ignored_by(user_id)
-        )
-
-    async def _membership_event(self, m: Membership) -> Event | None:
-        events = await self._state.get_events([m.event_id])
-        return events.get(m.event_id)
-
-    async def _add_unread_counts(self, user_id: str, rooms: Mapping[str, dict[str, Any]]) -> None:
-        """C-S "Receiving notifications": the counts from push evaluation, which must include
-        every event of this response, so wait for evaluation in progress first."""
-        if not rooms:
-            return
-        await self._push.wait_until_processed(rooms)
-        counts = await self._push.unread_counts(user_id, list(rooms))
-        for room_id, room in rooms.items():
-            found = counts.get(room_id)
-            room["unread_notifications"] = {
-                "notification_count": found.notification_count if found else 0,
-                "highlight_count": found.highlight_count if found else 0,
-            }
-
-
-async def _concurrently(*awaitables: Awaitable[Any], parallel: bool = True) -> list[Any]:
-    """Await independent parts at once; if one fails, the others are cancelled (not left
-    running) and its exception propagates unchanged. Not `parallel` (an incremental sync,
-    whose parts mostly come from memory): one after another, without a task each."""
-    if not parallel:
-        results = []
-        pending = list(awaitables)
-        try:
-            while pending:
-                results.append(await pending.pop(0))
-        finally:
-            for left in pending:  # not started: close them quietly
-                if isinstance(left, Coroutine):
-                    left.close()
-        return results
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _gather_limited(
-    coroutines: Sequence[Coroutine[Any, Any, dict[str, Any]]], limit: int = ROOM_CONCURRENCY
-) -> list[dict[str, Any]]:
-    """Run the per-room work of one response concurrently (their queries overlap instead of
-    queueing one after another), at most `limit` at a time; results in the given order."""
-    if len(coroutines) <= 1:
-        return [await c for c in coroutines]
-    semaphore = asyncio.Semaphore(limit)
-
-    async def bounded(c: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-        async with semaphore:
-            return await c
-
-    return list(await asyncio.gather(*(bounded(c) for c in coroutines)))
