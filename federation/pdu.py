@@ -6,6 +6,7 @@ Spec: S2S "PDUs", `data/api/server-server/definitions/pdu_v*.yaml`, and the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -23,6 +24,9 @@ MAX_ID_BYTES: Final = 255
 MAX_PREV_EVENTS: Final = 20
 MAX_AUTH_EVENTS: Final = 10
 MAX_DEPTH: Final = 2**63 - 1
+# Top-level strings that many events repeat (the same room, senders, types, members): an Event
+# keeps interned copies, so events parsed from separate JSON texts share them (docs/memory.md).
+_SHARED_STRING_KEYS: Final = ("room_id", "sender", "type", "state_key", "origin")
 
 
 class InvalidPdu(ValueError):
@@ -66,21 +70,29 @@ class Event:
         pdu: Mapping[str, Any], room_version: RoomVersion, event_id: str
     ) -> Event:
         """Wrap a PDU that `validate_pdu` already accepted, with its computed `event_id`
-        (batch receipt checks validate and hash each PDU once, federation/pdu_receipt.py)."""
+        (batch receipt checks validate and hash each PDU once, federation/pdu_receipt.py).
+
+        The Event keeps its own copy of the PDU, whose repeated strings (`_SHARED_STRING_KEYS`
+        and the referenced event IDs) are interned."""
+        copy = _with_shared_strings(pdu)
+        prev_event_ids = _referenced_ids(pdu["prev_events"], room_version)
+        auth_event_ids = _referenced_ids(pdu["auth_events"], room_version)
+        copy["prev_events"] = _references_like(pdu["prev_events"], prev_event_ids, room_version)
+        copy["auth_events"] = _references_like(pdu["auth_events"], auth_event_ids, room_version)
         return Event(
-            event_id=EventId(event_id),
+            event_id=EventId(_shared(event_id)),
             room_version=room_version,
-            room_id=RoomId(_room_id_of(pdu, event_id, room_version)),
-            sender=UserId(pdu["sender"]),
-            type=pdu["type"],
-            state_key=pdu.get("state_key"),
+            room_id=RoomId(_shared(_room_id_of(copy, event_id, room_version))),
+            sender=UserId(copy["sender"]),
+            type=copy["type"],
+            state_key=copy.get("state_key"),
             content=MappingProxyType(pdu["content"]),
-            prev_event_ids=_referenced_ids(pdu["prev_events"], room_version),
-            auth_event_ids=_referenced_ids(pdu["auth_events"], room_version),
+            prev_event_ids=prev_event_ids,
+            auth_event_ids=auth_event_ids,
             depth=pdu["depth"],
             origin_server_ts=pdu["origin_server_ts"],
             redacts=_redacts_of(pdu, room_version),
-            pdu=MappingProxyType(dict(pdu)),
+            pdu=MappingProxyType(copy),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -181,8 +193,33 @@ def _check_length(pdu: Mapping[str, Any], key: str) -> None:
         raise InvalidPdu(f"{key!r} is longer than {MAX_ID_BYTES} bytes")
 
 
+def _with_shared_strings(pdu: Mapping[str, Any]) -> dict[str, Any]:
+    """A shallow copy of `pdu` whose `_SHARED_STRING_KEYS` values are interned strings."""
+    copy = dict(pdu)
+    for key in _SHARED_STRING_KEYS:
+        value = copy.get(key)
+        if type(value) is str:  # sys.intern takes exact `str` only
+            copy[key] = sys.intern(value)
+    return copy
+
+
+def _shared(value: str) -> str:
+    """The interned copy of `value` (`sys.intern` takes exact `str` only)."""
+    return sys.intern(value) if type(value) is str else value
+
+
+def _references_like(
+    refs: Sequence[Any], ids: tuple[EventId, ...], room_version: RoomVersion
+) -> list[Any]:
+    """`refs` (prev_events/auth_events) rebuilt around the interned `ids`: same JSON value."""
+    if room_version.has_event_id_field:
+        return [[event_id, ref[1]] for event_id, ref in zip(ids, refs, strict=True)]
+    return list(ids)
+
+
 def _referenced_ids(refs: Sequence[Any], room_version: RoomVersion) -> tuple[EventId, ...]:
-    """prev_events/auth_events: `[id, {hashes}]` pairs in v1–v2, plain IDs from v3."""
+    """prev_events/auth_events: `[id, {hashes}]` pairs in v1–v2, plain IDs from v3 (interned:
+    the same create, power-levels and member events are referenced again and again)."""
     ids: list[EventId] = []
     for ref in refs:
         if room_version.has_event_id_field:
@@ -191,7 +228,7 @@ def _referenced_ids(refs: Sequence[Any], room_version: RoomVersion) -> tuple[Eve
             ref = ref[0]
         if not isinstance(ref, str) or not is_valid_event_id(ref):
             raise InvalidPdu(f"invalid event reference {ref!r}")
-        ids.append(EventId(ref))
+        ids.append(EventId(_shared(ref)))
     return tuple(ids)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -345,3 +346,25 @@ def test_message_events_have_no_state_tuple_or_membership() -> None:
     assert event.membership is None
     with pytest.raises(ValueError, match="not a state event"):
         _ = event.state_tuple
+
+
+@pytest.mark.parametrize("version", [V1, V11], ids=lambda v: v.identifier)
+def test_events_parsed_from_separate_json_share_their_repeated_strings(
+    version: RoomVersion,
+) -> None:
+    # Two JSON texts decoded separately give equal but distinct strings; the events share them.
+    text = encode_canonical_json(_pdu(version, state_key="@bob:example.org", origin="example.org"))
+    first_pdu, second_pdu = json.loads(text), json.loads(text)
+    assert first_pdu["room_id"] is not second_pdu["room_id"]
+    first = Event.from_pdu(first_pdu, version, event_id="$one:example.org")
+    second = Event.from_pdu(second_pdu, version, event_id="$two:example.org")
+    assert first.room_id is second.room_id
+    assert first.sender is second.sender
+    assert first.type is second.type
+    assert first.state_key is second.state_key
+    assert first.pdu["origin"] is second.pdu["origin"]
+    assert first.prev_event_ids[0] is second.prev_event_ids[0]
+    assert first.auth_event_ids[0] is second.auth_event_ids[0]
+    # The kept PDU is the same JSON value, and the caller's dict is left as it was.
+    assert encode_canonical_json(first.to_dict()) == text
+    assert first_pdu == json.loads(text)
