@@ -7,7 +7,8 @@ S2S "Checks performed on receipt of a PDU":
    `/event_auth` when missing) must allow it, else it is rejected;
 5. `check_auth_against_state_before`: the state at its prev events (missing prev events
    fetched with `/get_missing_events`, or else the state at them with `/state`; several prev
-   states resolved) must allow it, else it is rejected;
+   states resolved; homeserver/services/federation_state_before.py) must allow it, else it
+   is rejected;
 6. `soft_fail_against_current_state`: the current state must allow it, else it is soft failed.
 Rejected and soft-failed events are stored too ("Rejection", "Soft failure"), through
 `EventPipeline.persist_remote_event(s)`. An event whose auth events or prior state cannot be
@@ -34,13 +35,12 @@ from federation.auth_rules import AuthError, auth_types_for_event, check_auth_ru
 from federation.pdu import Event
 from federation.room_state import CREATE
 from federation.room_versions import RoomVersion
-from federation.state_res import resolve_state
-from federation.state_res_ordering import StateResolutionError
 from homeserver.services.event_pipeline import EventPipeline, RemoteEvent
 from homeserver.services.federation_access import server_acl_allows
 from homeserver.services.federation_checks import DroppedPdu, EventKeyring, check_pdu
 from homeserver.services.federation_fetch import FetchFailed, RemoteRoomFetcher
 from homeserver.services.federation_promote import OutlierPromoter
+from homeserver.services.federation_state_before import StateBeforeEvent
 from homeserver.services.federation_verdicts import (
     EventNotProcessed,
     Known,
@@ -59,11 +59,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EventNotProcessed", "PduReceiver", "PduResult", "Verdict"]
 
-# S2S "/get_missing_events": how many events we ask for to fill a gap before falling back
-# to asking for the state at the missing prev events.
-MISSING_EVENTS_LIMIT: Final = 10
-# At most this many prev events of one event are filled with a /state request each.
-MAX_STATE_FETCHES: Final = 3
 # Whether stored events were rejected (it never changes), remembered for as many events as the
 # event cache holds: it serves auth events from there.
 REJECTION_CACHE_SIZE: Final = DEFAULT_EVENT_CACHE_SIZE
@@ -84,6 +79,9 @@ class PduReceiver:
         self._pipeline = pipeline
         self._keyring = keyring
         self._fetcher = fetcher
+        self._state_before = StateBeforeEvent(
+            receiver=self, cache=cache, events=events, fetcher=fetcher
+        )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # event ID → rejected, for stored events: auth events are then read from the event
         # cache instead of the database.
@@ -139,7 +137,7 @@ class PduReceiver:
             return PduResult(event_id, "server is denied by the room's server ACL")
         async with self._room_lock(room_id):
             try:
-                return await self._receive(origin, pdu, room_version, fetch_missing=True)
+                return await self.receive_unchecked(origin, pdu, room_version, fetch_missing=True)
             except (DroppedPdu, EventNotProcessed) as exc:
                 logger.info("PDU %s from %s not accepted: %s", event_id, origin, exc)
                 return PduResult(event_id, str(exc))
@@ -148,9 +146,15 @@ class PduReceiver:
         """Held while an event of the room is checked and stored (one at a time per room)."""
         return self._room_lock(room_id)
 
-    async def _receive(
-        self, origin: str, pdu: Mapping[str, Any], room_version: RoomVersion, fetch_missing: bool
+    async def receive_unchecked(
+        self,
+        origin: str,
+        pdu: Mapping[str, Any],
+        room_version: RoomVersion,
+        *,
+        fetch_missing: bool,
     ) -> PduResult:
+        """Steps 1–6 and storing for one PDU; the caller holds `room_lock`."""
         event = await check_pdu(pdu, room_version, self._keyring)  # steps 1–3
         return await self.receive_checked(origin, event, fetch_missing=fetch_missing)
 
@@ -315,88 +319,18 @@ class PduReceiver:
         self, origin: str, event: Event, *, fetch_missing: bool
     ) -> StateIds:
         """The state at the event: after its prev event, or the resolution of the states after
-        its prev events. `EventNotProcessed` if the state at some prev event cannot be had."""
-        prev_ids = list(event.prev_event_ids)
-        groups = await self._cache.get_state_groups_for_events(prev_ids)
-        if fetch_missing and self._fetcher is not None and any(p not in groups for p in prev_ids):
-            await self._fetch_missing_events(origin, event)
-            groups = await self._cache.get_state_groups_for_events(prev_ids)
-        missing = [p for p in prev_ids if p not in groups]
-        if len(missing) > MAX_STATE_FETCHES:
-            raise EventNotProcessed(f"{len(missing)} prev events missing")
-        states = [await self._cache.get_state_group_state(groups[p][0]) for p in groups]
-        for prev_id in missing:
-            states.append(await self._fetch_state_after(origin, event, prev_id))
-        return await self._resolve(event.room_version, states)
-
-    async def _fetch_missing_events(self, origin: str, event: Event) -> None:
-        """S2S "/get_missing_events": the events between our extremities and this one, each
-        received oldest first (without fetching further gaps: those fall back to /state)."""
-        assert self._fetcher is not None
-        room = await self._cache.get_room_state(event.room_id)
-        earliest = sorted(room.forward_extremities) if room is not None else []
-        try:
-            pdus = await self._fetcher.get_missing_events(
-                origin, event.room_id, earliest, [event.event_id], limit=MISSING_EVENTS_LIMIT
-            )
-        except FetchFailed as exc:
-            logger.info("get_missing_events for %s failed: %s", event.event_id, exc)
-            return
-        for pdu in sorted(pdus[:MISSING_EVENTS_LIMIT], key=_depth_of):
-            try:
-                await self._receive(origin, pdu, event.room_version, fetch_missing=False)
-            except (DroppedPdu, EventNotProcessed) as exc:
-                logger.info("a missing event of %s was not accepted: %s", event.event_id, exc)
-
-    async def _fetch_state_after(self, origin: str, event: Event, prev_id: str) -> StateIds:
-        """The state after a prev event we do not have: `/state` at it (the state before it)
-        plus the event itself when it is a state event; all stored as outliers."""
-        if self._fetcher is None:
-            raise EventNotProcessed(f"prev event {prev_id} is unknown")
-        try:
-            state_pdus, auth_pdus = await self._fetcher.get_state(origin, event.room_id, prev_id)
-            prev_pdu = await self._fetcher.get_event(origin, prev_id)
-        except FetchFailed as exc:
-            raise EventNotProcessed(f"state at prev event {prev_id} unavailable: {exc}") from None
-        stored = await self.persist_outliers(
-            [*auth_pdus, *state_pdus, prev_pdu], event.room_version, event.room_id
+        its prev events (homeserver/services/federation_state_before.py). `EventNotProcessed`
+        if the state at some prev event cannot be had."""
+        return await self._state_before.state_before_event(
+            origin, event, fetch_missing=fetch_missing
         )
-        if prev_id not in stored:
-            raise EventNotProcessed(f"prev event {prev_id} could not be checked")
-        state_ids = {event_id_or_none(pdu, event.room_version) for pdu in state_pdus}
-        known = await self.known_events([i for i in state_ids if i in stored and i != prev_id])
-        state = {k.event.state_tuple: i for i, k in known.items() if k.event.is_state}
-        state = {key: i for key, i in state.items() if not known[i].rejected}
-        prev = (await self.known_events([prev_id])).get(prev_id)
-        if prev is not None and prev.event.is_state and not prev.rejected:
-            state[prev.event.state_tuple] = prev_id
-        return state
 
     async def resolve_states(
         self, room_version: RoomVersion, states: Sequence[StateIds]
     ) -> StateIds:
         """The resolution of several states (S2S "Room State"); one state as it is.
         `EventNotProcessed` if state resolution fails."""
-        return await self._resolve(room_version, states)
-
-    async def _resolve(self, room_version: RoomVersion, states: Sequence[StateIds]) -> StateIds:
-        distinct: list[StateIds] = []
-        for state in states:
-            if all(state != seen for seen in distinct):
-                distinct.append(state)
-        if len(distinct) <= 1:
-            return distinct[0] if distinct else {}
-        chains = [await self._events.get_auth_chain_ids(set(s.values())) for s in distinct]
-        wanted = set().union(*chains, *(s.values() for s in distinct))
-        rows = await self._events.get_event_rows(wanted)
-        rejected = {i for i, r in rows.items() if r.rejection_reason is not None}
-        event_map = {i: r.event for i, r in rows.items()}
-        try:
-            return resolve_state(
-                room_version, distinct, chains, event_map, rejected_event_ids=rejected
-            )
-        except StateResolutionError as exc:
-            raise EventNotProcessed(f"state resolution failed: {exc}") from None
+        return await self._state_before.resolve(room_version, states)
 
     async def check_auth_against_state_before(
         self, event: Event, state_before: StateIds
@@ -428,11 +362,6 @@ class PduReceiver:
         except AuthError as exc:
             return exc.reason
         return None
-
-
-def _depth_of(pdu: Mapping[str, Any]) -> int:
-    depth = pdu.get("depth")
-    return depth if isinstance(depth, int) else 0
 
 
 def _in_auth_order(events: Iterable[Event]) -> list[Event]:
