@@ -1,10 +1,13 @@
 """The composition root: the only place where dependencies are wired together.
 
-`services` builds every service once per process (`build_dependencies`); `routes` builds the
-aiohttp applications and hands each handler module exactly the services it needs. Nothing
-else in Veche constructs services or looks them up globally.
+`services` builds every service once per process (`build_dependencies`), composing the
+`rooms` and `federation` parts; `routes` builds the aiohttp applications and hands each
+handler module exactly the services it needs. Nothing else in Veche constructs services or
+looks them up globally.
 """
 
+from homeserver.app.federation import start_federation_sender
+from homeserver.app.rooms import RoomServices
 from homeserver.app.routes import (
     CLIENT,
     FEDERATION,
@@ -18,10 +21,8 @@ from homeserver.app.services import (
     AccountServices,
     Dependencies,
     RoomEngine,
-    RoomServices,
     build_dependencies,
     build_e2ee,
-    start_federation_sender,
 )
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 `build_dependencies` runs at start-up, after migrations and before the listeners: it starts the
 room engine, then builds accounts, rooms, /sync, E2EE and federation on top of it.
+The rooms part (homeserver/app/rooms.py) and the federation part (homeserver/app/
+federation.py) are built in their own modules and composed here.
 """
 
 from __future__ import annotations
@@ -11,40 +13,33 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from federation.signing import SigningKey
+from homeserver.app.federation import (
+    build_backfiller,
+    build_federation_inbound,
+    start_federation_sender,
+)
+from homeserver.app.rooms import RoomServices
 from homeserver.config import Config
 from homeserver.http.client.auth_helpers import ClientAuth
 from homeserver.remote.factory import RemoteServices, create_remote_services
 from homeserver.services.accounts import AccountService, DevicesDeletedHook
-from homeserver.services.aliases import AliasService
 from homeserver.services.auth import Authenticator
 from homeserver.services.credentials import PasswordChecker
 from homeserver.services.e2e_setup import E2eeServices
-from homeserver.services.event_pipeline import EventPipeline, now_ms
-from homeserver.services.federation_backfill import RemoteBackfiller
-from homeserver.services.federation_ephemeral import EphemeralForwarder
-from homeserver.services.federation_promote import OutlierPromoter
-from homeserver.services.federation_queue import Backoff
+from homeserver.services.event_pipeline import EventPipeline
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.federation_setup import FederationInboundServices
 from homeserver.services.guest_eviction import GuestEviction
 from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.media import MediaService
 from homeserver.services.media_setup import build_media_service
-from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.passwords import PasswordHashing
 from homeserver.services.presence_setup import PresenceServices
-from homeserver.services.profiles import ProfileService
 from homeserver.services.pushers_setup import PusherServices
 from homeserver.services.ratelimit import RateLimiter
-from homeserver.services.remote_directory import RemoteDirectoryClient
-from homeserver.services.remote_membership import RemoteMembershipClient
-from homeserver.services.remote_queries import RemoteProfileClient, RemotePublicRoomsClient
-from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_reads_setup import RoomReadServices
-from homeserver.services.room_send import RoomSendService
 from homeserver.services.room_upgrade_follow import UpgradeFollower
-from homeserver.services.rooms import RoomCreationService
 from homeserver.services.state import RoomStateCache
 from homeserver.services.streams import StreamTracker
 from homeserver.services.sync_e2ee import E2eeSyncSection
@@ -52,16 +47,8 @@ from homeserver.services.sync_setup import SyncServices
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.aliases import AliasesStore
 from homeserver.storage.events import EventsStore
-from homeserver.storage.federation_outbound import FederationOutboundStore
-from homeserver.storage.outliers import OutlierStore
-from homeserver.storage.profiles import ProfilesStore
-from homeserver.storage.room_directory import RoomDirectoryStore
 from homeserver.storage.rooms import RoomsStore
 from homeserver.storage.state import StateStore
-
-# What joining and inviting across servers needs: the outbound client and keyring, the
-# inbound receiver's checks, and our signing key.
-RemoteMembershipWiring = tuple[RemoteServices, FederationInboundServices, SigningKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,97 +124,6 @@ class RoomEngine:
 
 
 @dataclass(frozen=True, slots=True)
-class RoomServices:
-    """Writing to rooms: creation, membership, sending, aliases, the directory, profiles.
-    Rooms on other servers need federation; those seams stay None until it is wired."""
-
-    profiles: ProfileService
-    aliases: AliasService
-    membership: MembershipService
-    creation: RoomCreationService
-    sending: RoomSendService
-    directory: RoomDirectoryService
-
-    @classmethod
-    def build(
-        cls,
-        config: Config,
-        pool: asyncpg.Pool,
-        engine: RoomEngine,
-        federation: RemoteMembershipWiring | None = None,
-    ) -> RoomServices:
-        server_name, rooms, state = config.server_name, engine.rooms, engine.state
-        pipeline, directory_store = engine.pipeline, RoomDirectoryStore(pool)
-        remote_membership = None
-        if federation is not None:  # rooms on other servers (issue 5)
-            remote, inbound, signing_key = federation
-            remote_membership = RemoteMembershipClient(
-                client=remote.client,
-                keyring=remote.keyring,
-                receiver=inbound.receiver,
-                pipeline=pipeline,
-                state=state,
-                events=engine.events,
-                directory=directory_store,
-                server_name=server_name,
-                signing_key=signing_key,
-            )
-        profiles = ProfileService(
-            pool=pool,
-            profiles=ProfilesStore(pool),
-            rooms=rooms,
-            state=state,
-            pipeline=pipeline,
-            server_name=server_name,
-            remote_profiles=(
-                None if federation is None else RemoteProfileClient(federation[0].client)
-            ),
-        )
-        aliases = AliasService(
-            aliases=AliasesStore(pool),
-            rooms=rooms,
-            state=state,
-            pipeline=pipeline,
-            server_name=server_name,
-            remote_directory=(
-                None if federation is None else RemoteDirectoryClient(federation[0].client)
-            ),
-        )
-        membership = MembershipService(
-            pool=pool,
-            pipeline=pipeline,
-            state=state,
-            rooms=rooms,
-            directory=directory_store,
-            aliases=aliases,
-            profiles=profiles,
-            server_name=server_name,
-            remote=remote_membership,
-        )
-        creation = RoomCreationService(
-            pipeline=pipeline,
-            aliases=aliases,
-            profiles=profiles,
-            membership=membership,
-            server_name=server_name,
-            default_room_version=config.default_room_version,
-        )
-        sending = RoomSendService(
-            pipeline=pipeline, state=state, rooms=rooms, aliases=aliases, server_name=server_name
-        )
-        directory = RoomDirectoryService(
-            rooms=rooms,
-            directory=directory_store,
-            state=state,
-            server_name=server_name,
-            remote_public_rooms=(
-                None if federation is None else RemotePublicRoomsClient(federation[0].client)
-            ),
-        )
-        return cls(profiles, aliases, membership, creation, sending, directory)
-
-
-@dataclass(frozen=True, slots=True)
 class Dependencies:
     """Everything handlers may need, built once per process by `build_dependencies`."""
 
@@ -284,15 +180,8 @@ class Dependencies:
         )
         if self.remote is not None and self.federation_inbound is not None:
             # /messages fetches older history from the servers in the room (issue 5).
-            backfiller = RemoteBackfiller(
-                requester=self.remote.client,
-                receiver=self.federation_inbound.receiver,
-                keyring=self.remote.keyring,
-                cache=self.engine.state,
-                events=self.engine.events,
-                pipeline=self.engine.pipeline,
-                server_name=self.config.server_name,
-                outliers=OutlierStore(self.pool),
+            backfiller = build_backfiller(
+                self.config, self.pool, self.engine, self.remote, self.federation_inbound
             )
             self.room_reads.paginator.set_backfill(backfiller)
 
@@ -363,39 +252,17 @@ async def build_dependencies(
             sender=sender,
         )
     if remote is not None and sender is not None:
-        inbound = FederationInboundServices.build(
-            pool=pool,
-            server_name=config.server_name,
-            signing_key=signing_key,
-            events=engine.events,
-            state=engine.state,
-            pipeline=engine.pipeline,
-            keyring=remote.keyring,
-            requester=remote.client,
-            typing=sync.typing,
-            receipts=sync.receipts,
-            to_device=e2ee.to_device,
-            device_lists=e2ee.device_lists,
-            remote_keys=e2ee.remote_keys,
-            presence=presence.edu_sink if presence is not None else None,
+        inbound = build_federation_inbound(
+            config,
+            pool,
+            signing_key,
+            engine=engine,
+            sync=sync,
+            remote=remote,
+            sender=sender,
+            e2ee=e2ee,
+            presence=presence,
         )
-        # Outliers received again through /send join the timeline (S2S receipt checks).
-        inbound.receiver.set_promoter(
-            OutlierPromoter(
-                outliers=OutlierStore(pool),
-                events=engine.events,
-                cache=engine.state,
-                pipeline=engine.pipeline,
-                notifier=engine.notifier,
-                tracker=engine.tracker,
-                server_name=config.server_name,
-                clock=now_ms,
-            )
-        )
-        # Local users' typing and read receipts go to the other servers in the room.
-        EphemeralForwarder(sender, config.server_name).attach(sync.typing, sync.receipts)
-        # Joins, leaves and knocks we accept as resident server go on to the room's servers.
-        inbound.membership.set_relay(sender.relay_event)
     pushers = PusherServices.build(
         config.pushers,
         pool,
@@ -444,26 +311,3 @@ def build_e2ee(
     )
     sync.sync.e2ee = E2eeSyncSection(e2ee.keys)
     return e2ee
-
-
-async def start_federation_sender(
-    config: Config, pool: asyncpg.Pool, engine: RoomEngine, remote: RemoteServices
-) -> FederationSender:
-    """Outbound federation: resumes queued work, then follows every event the pipeline
-    persists (it forwards only our users' events)."""
-    sender = FederationSender(
-        store=FederationOutboundStore(pool),
-        client=remote.client,
-        stream=engine.tracker,
-        server_name=config.server_name,
-        server_policy=remote.server_policy,
-        enabled=config.federation.enabled,
-        backoff=Backoff(
-            initial_ms=int(config.federation.retry_initial * 1000),
-            max_ms=int(config.federation.retry_max * 1000),
-        ),
-        joined_members=engine.state.get_joined_members,
-    )
-    await sender.start()
-    engine.pipeline.add_persisted_hook(sender.on_events_persisted)
-    return sender
