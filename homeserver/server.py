@@ -184,7 +184,9 @@ def load_signing_key(path: Path) -> SigningKey:
 
 
 def _generate_signing_key(path: Path) -> SigningKey:
-    from homeserver.tls import write_new_file  # cryptography.x509 only when a key is new
+    # Only a new key needs it; importing homeserver.tls is cheap (standard library only, it
+    # loads cryptography inside its certificate builders).
+    from homeserver.tls import write_new_file
 
     key = generate_signing_key()
     try:
