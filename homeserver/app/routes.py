@@ -116,7 +116,11 @@ class ListenerSpec:
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_certificate is None or self.tls_private_key is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # A server context only: requests are authenticated at the HTTP layer (S2S "Client TLS
+        # Certificates"), so no client certificate is asked for and no CA store is loaded to
+        # verify one (docs/memory.md). TLS 1.2 at least.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.tls_certificate, self.tls_private_key)
         return context
 
