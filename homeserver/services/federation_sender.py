@@ -9,7 +9,8 @@ How an event travels (GUIDE.md "Outbound federation"):
    events after its persisted position (never past
    `StreamTracker.current_position`, so none is skipped), works out each event's destinations
    (servers with joined members now, plus the target's server of a kick or ban; never us, never
-   a server our config or the room's ACL excludes) and queues them in `federation_outbox`,
+   a server our config or the room's ACL excludes; homeserver/services/federation_routing.py)
+   and queues them in `federation_outbox`,
    moving its position in the same database transaction: a crash loses nothing. Events that
    go nowhere (rooms of our users alone, by the joined members in memory) need no write: the
    position is then saved at most once a second and on close, so a crash only makes the next
@@ -28,11 +29,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from federation.acl import ServerAcl, is_server_allowed
-from federation.ids import is_valid_user_id, server_name_of
 from federation.pdu import Event
 from homeserver.remote.policy import ServerPolicy
 from homeserver.services.federation_queue import (
@@ -42,6 +41,7 @@ from homeserver.services.federation_queue import (
     TransactionClient,
     now_ms,
 )
+from homeserver.services.federation_routing import MEMBER, PduRouter
 from homeserver.storage.federation_outbound import (
     FederationOutboundStore,
     RetryState,
@@ -57,12 +57,9 @@ STREAM_BATCH: Final = 200
 # Room EDUs (typing, receipts) handed over by client requests and not yet routed; beyond
 # this the oldest are dropped (they are stale by then).
 MAX_UNROUTED_ROOM_EDUS: Final = 10_000
-MEMBER: Final = "m.room.member"
 # With nothing to queue, the reader's position is saved at most this often: after a crash it
 # reads (and queues nothing for) at most this much of the stream again.
 POSITION_SAVE_INTERVAL_MS: Final = 1_000
-# A kicked or banned user's server must learn of it, though it has no joined member any more.
-_TARGET_NOTIFIED: Final = frozenset({"leave", "ban"})
 
 
 class StreamPosition(Protocol):
@@ -108,9 +105,12 @@ class FederationSender:
         # txnIds only need to be unique per destination: start-up time and a counter.
         self._txn_counter = itertools.count(1)
         self._txn_prefix = str(int(time.time() * 1000))
-        self._joined_members = joined_members
-        # Room ID → (the joined members mapping last seen, their servers).
-        self._room_servers: dict[str, tuple[Mapping[str, str], set[str]]] = {}
+        self._router = PduRouter(
+            store=store,
+            server_name=server_name,
+            may_send_to=self._may_send_to,
+            joined_members=joined_members,
+        )
         self._position = 0
         self._saved_position = 0
         self._saved_at_ms = 0
@@ -193,7 +193,7 @@ class FederationSender:
         already_have = {origin, event.sender_domain}
         rows = [
             (destination, routed)
-            for destination, routed in await self._route([stream_event])
+            for destination, routed in await self._router.route([stream_event])
             if destination not in already_have
         ]
         if not rows:
@@ -305,7 +305,7 @@ class FederationSender:
                 self._position, up_to, self._server_name, STREAM_BATCH
             )
             new_position = events[-1].stream_ordering if len(events) == STREAM_BATCH else up_to
-            rows = await self._route(events)
+            rows = await self._router.route(events)
             now = self._clock_ms()
             if rows or now - self._saved_at_ms >= POSITION_SAVE_INTERVAL_MS:
                 await self._store.queue_pdus(rows, new_position)
@@ -313,53 +313,6 @@ class FederationSender:
             self._position = new_position
             for destination in dict.fromkeys(destination for destination, _ in rows):
                 self._queue(destination).wake()
-
-    async def _route(self, events: Sequence[StreamEvent]) -> list[tuple[str, StreamEvent]]:
-        """`(destination, event)` for every server each event goes to."""
-        if not events:
-            return []
-        room_ids = {event.room_id for event in events}
-        joined = await self._joined_servers(room_ids)
-        candidates: list[tuple[StreamEvent, set[str]]] = []
-        for event in events:
-            destinations = set(joined.get(event.room_id, ()))
-            target = _notified_target_server(event)
-            if target is not None:
-                destinations.add(target)
-            destinations.discard(self._server_name)
-            if destinations:
-                candidates.append((event, destinations))
-        if not candidates:
-            return []  # rooms of this server's users alone: no ACL to read
-        acl_rooms = {event.room_id for event, _ in candidates}
-        acls = {
-            room_id: ServerAcl.from_content(content)
-            for room_id, content in (await self._store.get_server_acls(acl_rooms)).items()
-        }
-        rows: list[tuple[str, StreamEvent]] = []
-        for event, destinations in candidates:
-            # S2S "Server Access Control Lists (ACLs)": a denied server takes no part.
-            acl = acls.get(event.room_id)
-            rows += [
-                (destination, event)
-                for destination in sorted(destinations)
-                if self._may_send_to(destination) and is_server_allowed(acl, destination)
-            ]
-        return rows
-
-    async def _joined_servers(self, room_ids: Collection[str]) -> Mapping[str, set[str]]:
-        """Room ID → the servers of its joined members (ours included)."""
-        if self._joined_members is None:
-            return await self._store.get_joined_servers(room_ids)
-        servers: dict[str, set[str]] = {}
-        for room_id in room_ids:
-            members = await self._joined_members(room_id)
-            known = self._room_servers.get(room_id)
-            if known is None or known[0] is not members:  # the cache made a new mapping
-                found = {user_id.partition(":")[2] for user_id in members} - {""}
-                known = self._room_servers[room_id] = (members, found)
-            servers[room_id] = known[1]
-        return servers
 
     # --- queues ---------------------------------------------------------------------------
 
@@ -393,13 +346,3 @@ class FederationSender:
 
     def _new_txn_id(self) -> str:
         return f"{self._txn_prefix}.{next(self._txn_counter)}"
-
-
-def _notified_target_server(event: StreamEvent) -> str | None:
-    """The server of the user a local kick or ban is about (it may have no member left)."""
-    if event.type != MEMBER or event.membership not in _TARGET_NOTIFIED:
-        return None
-    state_key = event.state_key
-    if state_key is None or not is_valid_user_id(state_key, historical=True):
-        return None
-    return server_name_of(state_key)
