@@ -8,31 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.rooms import put_state
+from tests.integration.rooms import create_public_room, put_state
 from tests.integration.test_two_servers import Servers, q, send_text
-from tests.integration.test_two_servers_backfill import page_back
+from tests.integration.test_two_servers_backfill import SHARED_HISTORY, page_back
 
 
 async def test_paging_back_de_outliers_the_room_state_and_reaches_the_rooms_creation(
     servers: Servers,
 ) -> None:
     alice, bob = await servers.a.register("alice"), await servers.b.register("bob")
-    status, created = await alice.call(
-        "POST",
-        "/_matrix/client/v3/createRoom",
-        {
-            "preset": "public_chat",
-            "initial_state": [
-                {
-                    "type": "m.room.history_visibility",
-                    "state_key": "",
-                    "content": {"history_visibility": "shared"},
-                }
-            ],
-        },
-    )
-    assert status == 200, created
-    room_id = created["room_id"]
+    room_id = await create_public_room(alice, initial_state=[SHARED_HISTORY])
     for n in range(1, 4):
         await send_text(alice, room_id, f"t{n}", f"message {n}")
     await put_state(alice, room_id, "m.room.name", {"name": "Renamed"})

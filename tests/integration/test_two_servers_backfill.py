@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.integration.rooms import create_public_room
 from tests.integration.test_two_servers import Servers, User, q, send_text
+
+# Members who join later can read what came before (C-S "History visibility").
+SHARED_HISTORY: dict[str, Any] = {
+    "type": "m.room.history_visibility",
+    "state_key": "",
+    "content": {"history_visibility": "shared"},
+}
 
 
 async def page_back(user: User, room_id: str, token: str) -> tuple[list[dict[str, Any]], Any]:
@@ -22,22 +30,7 @@ async def test_a_joining_user_pages_back_through_history_backfilled_from_the_roo
     servers: Servers,
 ) -> None:
     alice, bob = await servers.a.register("alice"), await servers.b.register("bob")
-    status, created = await alice.call(
-        "POST",
-        "/_matrix/client/v3/createRoom",
-        {
-            "preset": "public_chat",
-            "initial_state": [
-                {
-                    "type": "m.room.history_visibility",
-                    "state_key": "",
-                    "content": {"history_visibility": "shared"},
-                }
-            ],
-        },
-    )
-    assert status == 200, created
-    room_id = created["room_id"]
+    room_id = await create_public_room(alice, initial_state=[SHARED_HISTORY])
     for n in range(1, 31):
         await send_text(alice, room_id, f"t{n}", f"message {n}")
     status, joined = await bob.call(
